@@ -1,0 +1,123 @@
+"""The psycopg_pool driver: psycopg_pool's own pools with hybridpool's settings, checks and reset.
+
+:class:`ThreadPool` is a :class:`psycopg_pool.ConnectionPool` for code on OS threads: the ORM calls
+Django runs in per-request ``sync_to_async`` threads under ASGI, threaded WSGI servers, scripts.
+:class:`LoopPool` is a :class:`psycopg_pool.AsyncConnectionPool` for native async code, opened
+inside the event loop it serves. psycopg_pool does the pooling (waiting queue, growth, expiry,
+reconnection with backoff); this module only maps :class:`~hybridpool.PoolConfig` onto it, plugs in
+the shared check and reset (:mod:`hybridpool.session`) and words the errors like every driver.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
+
+from .. import pool as base
+from .. import session
+from ..config import PoolConfig
+
+
+def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, name: str | None,
+                   *, asynchronous: bool) -> dict[str, Any]:
+    """Map a :class:`PoolConfig` onto psycopg_pool's constructor arguments.
+
+    Idle pooled connections are kept in autocommit (Django sets its own mode on checkout), and
+    ``close()`` on a lent connection returns it to the pool (psycopg_pool's ``close_returns``):
+    that is what Django's ``connection.close()`` calls.
+    """
+    if asynchronous:
+        check, reset, configure = session.acheck_connection, session.make_areset, _amark_used
+    else:
+        check, reset, configure = session.check_connection, session.make_reset, session.mark_used
+    return {
+        "kwargs": {**(kwargs or {}), "autocommit": True},
+        "name": name,
+        "configure": configure,
+        "check": None if config.check == "never" else partial(check, policy=config.check),
+        "reset": reset(config.reset),
+        "close_returns": True,
+        "min_size": config.min_size,
+        "max_size": config.max_size,
+        "timeout": config.timeout,
+        "max_waiting": config.max_waiting,
+        "max_lifetime": config.max_lifetime,
+        "max_idle": config.max_idle,
+        "reconnect_timeout": config.reconnect_timeout,
+    }
+
+
+@contextmanager
+def _getconn_errors(pool: ThreadPool | LoopPool, timeout: float | None) -> Iterator[None]:
+    """Refuse use from a forked child; word psycopg_pool's errors as every driver does."""
+    if pool.pid != os.getpid():
+        raise base.closed_error(pool.name, pool.pid)
+    try:
+        yield
+    except PoolTimeout:
+        wait = pool.timeout if timeout is None else timeout
+        raise base.timeout_error(pool.name, pool.get_stats(), wait) from None
+    except TooManyRequests:
+        raise base.too_many_requests_error(pool.name, pool.get_stats(), pool.max_waiting) from None
+
+
+class ThreadPool(ConnectionPool, base.Pool):
+    """A :class:`psycopg_pool.ConnectionPool` configured by a :class:`PoolConfig`.
+
+    :param conninfo: libpq connection string.
+    :param kwargs: :func:`psycopg.connect` keyword arguments.
+    :param config: the pool settings (default: ``PoolConfig()``).
+    :param name: the pool's name, in logs and errors.
+    :param open: open now (psycopg_pool's meaning).
+    :ivar pid: the process the pool belongs to; a forked child cannot use it.
+    """
+
+    def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
+                 config: PoolConfig | None = None, name: str | None = None, open: bool = False) -> None:
+        self.config = config or PoolConfig()
+        self.pid = os.getpid()
+        super().__init__(conninfo, open=open, **pool_arguments(self.config, kwargs, name, asynchronous=False))
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
+        with _getconn_errors(self, timeout):
+            return super().getconn(timeout)
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        """Give back a connection; in a forked child, drop the parent's connection untouched."""
+        if self.pid == os.getpid():
+            super().putconn(conn)
+
+
+class LoopPool(AsyncConnectionPool, base.AsyncPool):
+    """A :class:`psycopg_pool.AsyncConnectionPool` configured by a :class:`PoolConfig`.
+
+    Create it and ``await`` :meth:`open` inside the event loop it serves; no other loop may use
+    it. Arguments as :class:`ThreadPool`.
+    """
+
+    def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
+                 config: PoolConfig | None = None, name: str | None = None) -> None:
+        self.config = config or PoolConfig()
+        self.pid = os.getpid()
+        super().__init__(conninfo, open=False, **pool_arguments(self.config, kwargs, name, asynchronous=True))
+
+    async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
+        """Take a connection; see :meth:`hybridpool.AsyncPool.getconn`."""
+        with _getconn_errors(self, timeout):
+            return await super().getconn(timeout)
+
+    async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Give back a connection; in a forked child, drop the parent's connection untouched."""
+        if self.pid == os.getpid():
+            await super().putconn(conn)
+
+
+async def _amark_used(conn: psycopg.AsyncConnection[Any]) -> None:
+    session.mark_used(conn)

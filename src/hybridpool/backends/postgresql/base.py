@@ -1,0 +1,112 @@
+"""The Django ENGINE ``hybridpool.backends.postgresql``: Django's PostgreSQL backend, pooled.
+
+Only documented backend methods are overridden. ``get_new_connection`` takes a connection from the
+pool that serves the calling code (the green driver under gevent, psycopg_pool's otherwise) instead
+of connecting; every other step of Django's ``connect()`` runs as in the stock backend, so
+``isolation_level``, ``assume_role``, ``server_side_binding``, time zones and ``atomic`` behave the
+same. Returning is psycopg's own protocol: a pooled connection's ``close()`` gives it back to its
+pool (psycopg_pool's ``close_returns``), so Django's ``connection.close()`` and
+``close_old_connections()`` at ``request_finished`` return it, and the pool rolls it back and resets
+it before anyone else gets it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.postgresql import base as postgresql
+from django.db.backends.postgresql.psycopg_any import IsolationLevel
+from django.utils.asyncio import async_unsafe
+
+from ... import registry, runtime
+from ...config import PoolConfig
+from ...pool import Pool
+
+
+class DatabaseWrapperMixin:
+    """The pooling part of the ENGINE, shared by the PostgreSQL and PostGIS wrappers."""
+
+    alias: str
+    settings_dict: dict[str, Any]
+
+    #: Django's own pool (built from the same ``OPTIONS["pool"]``) stays off: hybridpool serves it.
+    pool = None
+
+    @cached_property
+    def pool_config(self) -> PoolConfig:
+        """The validated ``OPTIONS["pool"]`` of this alias.
+
+        :raises ImproperlyConfigured: for a wrong pool setting.
+        """
+        return PoolConfig.from_options(self.settings_dict["OPTIONS"].get("pool"), alias=self.alias)
+
+    @cached_property
+    def isolation_level_option(self) -> IsolationLevel | None:
+        """``OPTIONS["isolation_level"]`` as a psycopg ``IsolationLevel``, or None if unset."""
+        value = self.settings_dict["OPTIONS"].get("isolation_level")
+        if value is None:
+            return None
+        try:
+            return IsolationLevel(value)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"Invalid transaction isolation level {value} specified. Use one of the psycopg.IsolationLevel values."
+            ) from None
+
+    def check_settings(self) -> None:
+        """Django's checks, then the pool's: ``CONN_MAX_AGE`` must be 0 and the pool settings valid.
+
+        Runs at every ``connect()``, so a wrong setting fails at first use.
+        """
+        super().check_settings()  # type: ignore[misc]
+        max_age = self.settings_dict["CONN_MAX_AGE"]
+        if max_age != 0:
+            raise ImproperlyConfigured(
+                f"DATABASES[{self.alias!r}]['CONN_MAX_AGE'] = {max_age!r}: must be 0 with"
+                f" {self.settings_dict['ENGINE']!r}. The pool keeps connections open and lends one per"
+                " request; a persistent connection per thread or greenlet is what it replaces."
+            )
+        self.pool_config  # noqa: B018 - validate
+        self.isolation_level_option  # noqa: B018 - validate
+
+    def get_pool(self) -> Pool:
+        """Return this process's pool for this alias and the calling code's driver."""
+        config = self.pool_config
+        driver = runtime.driver_for(config)
+        return registry.get_or_create(self.alias, driver, lambda: self.make_pool(driver))
+
+    def make_pool(self, driver: str) -> Pool:
+        """Build a (closed) pool for this alias from its settings; the registry opens it."""
+        return runtime.pool_class(driver)(
+            kwargs=self.get_connection_params(), config=self.pool_config, name=self.alias
+        )
+
+    @async_unsafe
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        """Take a connection from the pool (``conn_params`` are the pool's, fixed when it was built).
+
+        :raises django.db.OperationalError: ``PoolTimeout``, ``TooManyRequests`` or
+            ``PoolClosed``, wrapped by Django.
+        """
+        level = self.isolation_level_option
+        # As Django's backend: READ COMMITTED unless OPTIONS say otherwise, set before autocommit.
+        self.isolation_level = IsolationLevel.READ_COMMITTED if level is None else level
+        connection = self.get_pool().getconn()
+        if level is not None:
+            connection.isolation_level = level
+        return connection
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        """Give the connection back to the pool (Django calls this at each request's start and end).
+
+        With ``CONN_MAX_AGE = 0`` Django would close it anyway; Django's health check (a round
+        trip after an error) is skipped because the pool checks what it lends.
+        """
+        if self.connection is not None:  # type: ignore[attr-defined]
+            self.close()  # type: ignore[attr-defined]
+
+
+class DatabaseWrapper(DatabaseWrapperMixin, postgresql.DatabaseWrapper):
+    """Django's PostgreSQL ``DatabaseWrapper`` with pooled connections."""

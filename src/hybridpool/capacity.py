@@ -1,0 +1,159 @@
+"""The decisions of a pool that need no I/O: slots, the idle stack, the waiters, expiry.
+
+A driver owns one :class:`Capacity` and does the I/O it asks for (connect, close, wake a waiter).
+Every method runs to completion without waiting, so under gevent (one hub, no preemption) a call is
+atomic; a driver running on OS threads calls it under a lock. Tests drive it without a database.
+
+The model is psycopg_pool's: a connection returned while callers wait goes straight to the first of
+them (first come, first served: nobody arriving later can jump the queue), the pool grows one
+connection at a time ("or returning connections might be starved", psycopg_pool), and a slot is
+reserved before connecting and freed when the connection is closed or the connect fails, so the
+number of connections can never pass ``max_size`` (invariant 1 of DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+C = TypeVar("C")  # a connection
+W = TypeVar("W")  # a waiter: whatever the driver wakes up
+
+#: psycopg_pool's jitter on ``max_lifetime``: each connection expires up to 5 % early, so that
+#: connections opened together are not all closed together.
+LIFETIME_JITTER = 0.05
+
+
+def expiry(now: float, max_lifetime: float) -> float:
+    """Return when a connection opened at ``now`` (monotonic seconds) expires."""
+    return now + max_lifetime * (1.0 - LIFETIME_JITTER * random.random())
+
+
+class Capacity(Generic[C, W]):
+    """Slots, idle connections and waiters of one pool.
+
+    :ivar idle: idle connections, a LIFO stack: the most recently returned is taken first, so the
+        surplus sinks to the bottom, goes idle and can expire.
+    :ivar waiting: callers waiting for a connection, oldest first.
+    :ivar nconns: slots taken: connections open, lent, or being opened.
+    """
+
+    def __init__(self, min_size: int, max_size: int, max_waiting: int = 0) -> None:
+        self.min_size = min_size
+        self.max_size = max_size
+        self.max_waiting = max_waiting
+        self.idle: list[C] = []
+        self.waiting: deque[W] = deque()
+        self.nconns = 0
+        self.growing = False
+
+    @property
+    def in_use(self) -> int:
+        """Connections lent out or being opened."""
+        return self.nconns - len(self.idle)
+
+    def take(self) -> C | None:
+        """Return an idle connection, unless there is none or callers queued earlier."""
+        if self.idle and not self.waiting:
+            return self.idle.pop()
+        return None
+
+    def enqueue(self, waiter: W) -> bool:
+        """Queue a caller; False if ``max_waiting`` callers wait already."""
+        if self.max_waiting and len(self.waiting) >= self.max_waiting:
+            return False
+        self.waiting.append(waiter)
+        return True
+
+    def cancel(self, waiter: W) -> bool:
+        """Remove a caller that gives up; False if it was served already (it holds a connection)."""
+        try:
+            self.waiting.remove(waiter)
+        except ValueError:
+            return False
+        return True
+
+    def put(self, conn: C) -> W | None:
+        """Take back a reusable connection: return the waiter to hand it to, or None if it went idle."""
+        if self.waiting:
+            return self.waiting.popleft()
+        self.idle.append(conn)
+        return None
+
+    def release(self) -> None:
+        """Free the slot of a connection that was closed or could not be opened."""
+        self.nconns -= 1
+
+    def fill(self) -> int:
+        """Reserve the slots needed to reach ``min_size``; return how many connections to open."""
+        missing = max(self.min_size - self.nconns, 0)
+        self.nconns += missing
+        return missing
+
+    def grow(self) -> bool:
+        """Reserve a slot for one more connection if callers wait and the cap allows it.
+
+        Only one growth runs at a time; :meth:`grown` says whether it continues.
+        """
+        if self.growing or not self.waiting or self.nconns >= self.max_size:
+            return False
+        self.nconns += 1
+        self.growing = True
+        return True
+
+    def grown(self) -> bool:
+        """A growth step ended (its connection was handed over, or failed): reserve the next one?"""
+        self.growing = False
+        return self.grow()
+
+    def trim_idle(self, oldest_allowed: float, used_at: Callable[[C], float]) -> list[C]:
+        """Remove idle connections above ``min_size`` last used before ``oldest_allowed``.
+
+        ``used_at(conn)`` gives a connection's last use (monotonic seconds). The stack is LIFO, so
+        the longest idle connections are at the bottom. Return the connections to close; their slots
+        are already freed.
+        """
+        surplus = self.nconns - self.min_size
+        trimmed: list[C] = []
+        while surplus > 0 and self.idle and used_at(self.idle[0]) < oldest_allowed:
+            trimmed.append(self.idle.pop(0))
+            surplus -= 1
+            self.nconns -= 1
+        return trimmed
+
+    def remove_idle(self, predicate: Callable[[C], bool]) -> list[C]:
+        """Remove and return the idle connections ``predicate`` selects; their slots stay taken."""
+        removed = [conn for conn in self.idle if predicate(conn)]
+        if removed:
+            self.idle = [conn for conn in self.idle if not predicate(conn)]
+        return removed
+
+
+class Backoff:
+    """When to retry a failed connection attempt: psycopg_pool's scheme.
+
+    The first retry comes after 1 s +/- 10 %, each next one after twice the delay, and the
+    attempts stop ``timeout`` seconds after the first failure (``reconnect_timeout``).
+    """
+
+    INITIAL_DELAY = 1.0
+    JITTER = 0.1
+    FACTOR = 2.0
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.delay = 0.0
+        self.give_up_at = 0.0
+
+    def failed(self, now: float) -> float | None:
+        """Record a failure at ``now``; return the delay before the next try, or None to give up."""
+        if self.delay == 0.0:
+            self.give_up_at = now + self.timeout
+            self.delay = self.INITIAL_DELAY * (1.0 + self.JITTER * (2.0 * random.random() - 1.0))
+        elif now >= self.give_up_at:
+            return None
+        else:
+            self.delay *= self.FACTOR
+        return min(self.delay, self.give_up_at - now)

@@ -1,0 +1,330 @@
+"""The green driver: a pool for gevent, built on gevent's primitives and no threads.
+
+Every decision (slots, idle stack, first-come-first-served waiters, idle expiry, backoff) is taken
+by :class:`hybridpool.capacity.Capacity`; this module does the I/O it asks for. The hub runs one
+greenlet at a time, so a Capacity call is atomic without a lock as long as nothing in between
+yields. Waiters are :class:`gevent.event.AsyncResult` objects: a returned connection is handed to
+the oldest one directly, so a greenlet arriving later cannot take it first (``gevent.queue``'s
+``get()`` serves a newcomer before the greenlets already blocked in it, which is why the waiters
+are not a gevent queue). New connections are opened by their own greenlets, one growth step at a
+time, so the callers that wait are never blocked by a connect (psycopg is cooperative once gevent
+has patched ``select``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import weakref
+from collections import Counter
+from time import monotonic
+from typing import Any
+
+import gevent
+import gevent.event
+import psycopg
+
+from .. import pool as base
+from .. import session
+from ..capacity import Backoff, Capacity, expiry
+from ..config import PoolConfig
+
+logger = logging.getLogger("hybridpool")
+
+_names = itertools.count(1)
+
+#: Attribute holding when a connection was lent (monotonic seconds), for the ``usage_ms`` stat.
+LENT_AT = "_hybridpool_lent_at"
+
+
+class GreenPool(base.Pool):
+    """A pool of :class:`psycopg.Connection` for greenlets.
+
+    :param conninfo: libpq connection string.
+    :param kwargs: :func:`psycopg.connect` keyword arguments (``autocommit`` is forced on).
+    :param config: the pool settings (default: ``PoolConfig()``).
+    :param name: the pool's name, in logs and errors.
+    :param open: open now.
+    :ivar pid: the process the pool belongs to; a forked child cannot use it.
+    """
+
+    #: Like psycopg_pool's ``close_returns``: ``conn.close()`` on a lent connection returns it.
+    close_returns = True
+
+    def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
+                 config: PoolConfig | None = None, name: str | None = None, open: bool = False) -> None:
+        self.config = config = config or PoolConfig()
+        self.conninfo = conninfo
+        self.kwargs = {**(kwargs or {}), "autocommit": True}
+        self.name = name or f"pool-{next(_names)}"
+        self.min_size = config.min_size
+        self.max_size = config.max_size
+        self.timeout = config.timeout
+        self.pid = os.getpid()
+        self._cap: Capacity[psycopg.Connection[Any], gevent.event.AsyncResult] = Capacity(
+            config.min_size, config.max_size, config.max_waiting
+        )
+        self._reset = session.make_reset(config.reset)
+        self._stats: Counter[str] = Counter()
+        self._opened = 0  # connections established and not closed
+        self._filled = gevent.event.Event()  # set once min_size connections are established
+        self._closed = True
+        self._maintenance: gevent.Greenlet | None = None
+        if open:
+            self.open()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} {self.name!r} {state}, {self._cap.nconns}/{self.max_size} connections>"
+
+    # -- lifecycle
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool: start filling it to ``min_size`` and the maintenance greenlet.
+
+        :raises PoolTimeout: ``wait`` and ``min_size`` connections not ready within ``timeout``.
+        """
+        if self._closed:
+            self._closed = False
+            self._maintenance = gevent.spawn(_maintain, weakref.ref(self), self._maintenance_interval())
+            self._grow()
+            logger.info("pool %r opened: min_size=%s, max_size=%s", self.name, self.min_size, self.max_size)
+        if wait:
+            self.wait(timeout)
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait until ``min_size`` connections are established.
+
+        :raises PoolTimeout: not ready within ``timeout`` seconds.
+        """
+        if self.min_size and not self._filled.wait(timeout):
+            raise base.timeout_error(self.name, self.get_stats(), timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the pool: waiters get :class:`PoolClosed`, idle connections are closed now and
+        lent ones when they are returned."""
+        if self._closed or self.pid != os.getpid():
+            return  # a forked child leaves its parent's connections alone
+        self._closed = True
+        while self._cap.waiting:
+            self._cap.waiting.popleft().set_exception(base.closed_error(self.name, self.pid))
+        for conn in self._cap.remove_idle(lambda conn: True):
+            self._close_connection(conn)
+        if self._maintenance is not None:
+            self._maintenance.kill(timeout=timeout)
+        logger.info("pool %r closed", self.name)
+
+    @property
+    def closed(self) -> bool:
+        """True if the pool is not open."""
+        return self._closed
+
+    # -- lending
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
+        if self._closed or self.pid != os.getpid():
+            raise base.closed_error(self.name, self.pid)
+        wait = self.timeout if timeout is None else timeout
+        deadline = monotonic() + wait
+        self._stats[base.REQUESTS_NUM] += 1
+        while True:
+            conn = self._cap.take() or self._wait_for_connection(deadline, wait)
+            try:
+                session.check_connection(conn, self.config.check)
+            except psycopg.Error as ex:
+                logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
+                self._stats[base.CONNECTIONS_LOST] += 1
+                self._close_connection(conn)
+                self._grow()
+                continue
+            setattr(conn, LENT_AT, monotonic())
+            return conn
+
+    def _wait_for_connection(self, deadline: float, wait: float) -> psycopg.Connection[Any]:
+        waiter = gevent.event.AsyncResult()
+        if not self._cap.enqueue(waiter):
+            self._stats[base.REQUESTS_ERRORS] += 1
+            raise base.too_many_requests_error(self.name, self.get_stats(), self._cap.max_waiting)
+        self._stats[base.REQUESTS_QUEUED] += 1
+        self._grow()
+        started = monotonic()
+        timer = gevent.Timeout(max(deadline - started, 0.0))
+        timer.start()
+        try:
+            return waiter.get()
+        except gevent.Timeout as ex:
+            if ex is not timer:
+                self._give_back(waiter)
+                raise
+            if not self._cap.cancel(waiter):
+                return waiter.get_nowait()  # served just as the timer fired
+            self._stats[base.REQUESTS_ERRORS] += 1
+            raise base.timeout_error(self.name, self.get_stats(), wait) from None
+        except BaseException:  # killed, or the pool closed: leave the queue, return what was served
+            self._give_back(waiter)
+            raise
+        finally:
+            timer.close()
+            self._stats[base.REQUESTS_WAIT_MS] += int(1000.0 * (monotonic() - started))
+
+    def _give_back(self, waiter: gevent.event.AsyncResult) -> None:
+        if not self._cap.cancel(waiter) and waiter.successful():
+            self.putconn(waiter.value)
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        """Give back a connection: rolled back and reset, or closed if it is broken, in the
+        middle of a query or past ``max_lifetime``; in a forked child, dropped untouched.
+
+        :raises ValueError: the connection does not belong to this pool.
+        """
+        if self.pid != os.getpid():
+            return
+        if getattr(conn, "_pool", None) is not self:
+            raise ValueError(f"can't return connection to pool {self.name!r}, it doesn't belong to it")
+        self._stats[base.USAGE_MS] += int(1000.0 * (monotonic() - getattr(conn, LENT_AT, monotonic())))
+        if self._closed:
+            self._close_connection(conn)
+        elif not session.rollback_or_refuse(conn):
+            self._stats[base.RETURNS_BAD] += 1
+            self._replace(conn)
+        elif monotonic() >= conn._expire_at:
+            logger.info("closing expired connection of pool %r", self.name)
+            self._replace(conn)
+        else:
+            try:
+                self._reset(conn)
+            except psycopg.Error as ex:
+                logger.warning("error resetting a connection of pool %r, closing it: %s", self.name, ex)
+                self._stats[base.RETURNS_BAD] += 1
+                self._replace(conn)
+            else:
+                self._hand_over(conn)
+
+    def _hand_over(self, conn: psycopg.Connection[Any]) -> None:
+        """Give a clean connection to the oldest waiter, or to the idle stack."""
+        if self._closed:
+            self._close_connection(conn)
+        elif (waiter := self._cap.put(conn)) is not None:
+            waiter.set(conn)
+
+    # -- connections
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        started = monotonic()
+        try:
+            with gevent.Timeout(self.timeout, psycopg.OperationalError(f"connecting took more than {self.timeout} s")):
+                conn = psycopg.Connection.connect(self.conninfo, **self.kwargs)
+        except BaseException:
+            self._stats[base.CONNECTIONS_ERRORS] += 1
+            raise
+        now = monotonic()
+        self._stats[base.CONNECTIONS_NUM] += 1
+        self._stats[base.CONNECTIONS_MS] += int(1000.0 * (now - started))
+        conn._pool = self  # psycopg's mark of a pooled connection (close_returns, no ResourceWarning)
+        conn._created_at = now
+        conn._expire_at = expiry(now, self.config.max_lifetime)
+        session.mark_used(conn)
+        return conn
+
+    def _add_connection(self, growing: bool = False, backoff: Backoff | None = None) -> None:
+        """Open one connection into a reserved slot; on failure retry with backoff, then give up."""
+        try:
+            conn = self._connect()
+        except Exception as ex:
+            backoff = backoff or Backoff(self.config.reconnect_timeout)
+            delay = None if self._closed else backoff.failed(monotonic())
+            if delay is None:
+                logger.warning("pool %r gives up connecting: %s", self.name, ex)
+                self._cap.release()
+                if growing:
+                    self._cap.growing = False
+            else:
+                logger.warning("pool %r failed to connect, retrying in %.1f s: %s", self.name, delay, ex)
+                gevent.spawn_later(delay, self._add_connection, growing, backoff)
+            return
+        self._opened += 1
+        if self._opened >= self.min_size:
+            self._filled.set()
+        self._hand_over(conn)
+        if growing and self._cap.grown():
+            gevent.spawn(self._add_connection, True)
+
+    def _grow(self) -> None:
+        """Open what ``min_size`` and the waiting callers need, each connect in its own greenlet."""
+        if self._closed:
+            return
+        for _ in range(self._cap.fill()):
+            gevent.spawn(self._add_connection)
+        if self._cap.grow():
+            gevent.spawn(self._add_connection, True)
+
+    def _close_connection(self, conn: psycopg.Connection[Any], *, release: bool = True) -> None:
+        conn._pool = None
+        conn.close()
+        self._opened -= 1
+        if release:
+            self._cap.release()
+
+    def _replace(self, conn: psycopg.Connection[Any]) -> None:
+        self._close_connection(conn)
+        self._grow()
+
+    # -- maintenance
+
+    def _maintenance_interval(self) -> float:
+        return min(1.0, self.config.max_idle / 2, self.config.max_lifetime / 2)
+
+    def _maintain(self) -> None:
+        """Close idle connections above ``min_size`` unused for ``max_idle`` and expired ones."""
+        now = monotonic()
+        for conn in self._cap.trim_idle(now - self.config.max_idle, session.used_at):
+            logger.info("closing a connection of pool %r idle for %.1f s", self.name, now - session.used_at(conn))
+            self._close_connection(conn, release=False)
+        for conn in self._cap.remove_idle(lambda conn: now >= conn._expire_at):
+            self._close_connection(conn)
+        self._grow()
+
+    def check(self) -> None:
+        """Check every idle connection with an empty query; close and replace the broken ones."""
+        for conn in self._cap.remove_idle(lambda conn: True):
+            try:
+                conn.execute("")
+            except psycopg.Error:
+                self._stats[base.CONNECTIONS_LOST] += 1
+                self._close_connection(conn)
+            else:
+                self._hand_over(conn)
+        self._grow()
+
+    # -- stats
+
+    def get_stats(self) -> dict[str, int]:
+        """Return the pool's gauges and counters under psycopg_pool's stats keys."""
+        return {
+            base.POOL_MIN: self.min_size,
+            base.POOL_MAX: self.max_size,
+            base.POOL_SIZE: self._cap.nconns,
+            base.POOL_AVAILABLE: len(self._cap.idle),
+            base.REQUESTS_WAITING: len(self._cap.waiting),
+            **self._stats,
+        }
+
+    def pop_stats(self) -> dict[str, int]:
+        """Return the stats and reset the counters (psycopg_pool's ``pop_stats``)."""
+        stats = self.get_stats()
+        self._stats.clear()
+        return stats
+
+
+def _maintain(ref: weakref.ref[GreenPool], interval: float) -> None:
+    """Run the pool's maintenance every ``interval`` seconds while it is open; holds only a weak
+    reference, so a forgotten pool can be collected."""
+    while True:
+        gevent.sleep(interval)
+        pool = ref()
+        if pool is None or pool.closed or pool.pid != os.getpid():
+            return
+        pool._maintain()
+        del pool

@@ -1,0 +1,159 @@
+"""What every driver does to one connection on checkout and return: liveness check and reset.
+
+These functions touch only the connection they are given; the green driver calls them itself and
+the psycopg_pool driver passes them to psycopg_pool as its ``check`` and ``reset`` callbacks, so both
+drivers apply the same policy (DESIGN.md invariants 3 and 4).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import select
+from collections.abc import Callable
+from time import monotonic
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+logger = logging.getLogger("hybridpool")
+
+#: A connection used more recently than this (seconds) goes out without a round trip.
+RECENT = 1.0
+
+#: The attribute holding a pooled connection's last return (monotonic seconds).
+USED_AT = "_hybridpool_used_at"
+
+
+def mark_used(conn: psycopg.BaseConnection[Any]) -> None:
+    """Stamp ``conn`` as used now."""
+    setattr(conn, USED_AT, monotonic())
+
+
+def used_at(conn: psycopg.BaseConnection[Any]) -> float:
+    """Return when ``conn`` was last returned (monotonic seconds; 0 if never)."""
+    return getattr(conn, USED_AT, 0.0)
+
+
+def _socket_quiet(conn: psycopg.BaseConnection[Any]) -> bool:
+    """True if nothing waits to be read on an idle connection's socket.
+
+    An idle connection receives nothing unless the server ends it (``pg_terminate_backend``,
+    restart: an error message and EOF) or a ``NOTIFY`` arrives; a zero-timeout poll of the socket
+    tells without a round trip.
+    """
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return False
+    return not readable
+
+
+def needs_check(conn: psycopg.BaseConnection[Any], policy: str = "auto") -> bool:
+    """Decide whether lending ``conn`` needs a liveness round trip, per the ``check`` setting.
+
+    ``"auto"``: not for a connection used within :data:`RECENT` seconds whose socket is quiet.
+    ``"always"``: yes. ``"never"``: no.
+
+    :raises psycopg.OperationalError: if the connection is known to be closed.
+    """
+    if policy == "never":
+        return False
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    return not (policy == "auto" and monotonic() - used_at(conn) < RECENT and _socket_quiet(conn))
+
+
+def check_connection(conn: psycopg.Connection[Any], policy: str = "auto") -> None:
+    """Check that ``conn`` works before it is lent; the contract of psycopg_pool's ``check``.
+
+    :raises psycopg.OperationalError: if the connection is broken.
+    """
+    if needs_check(conn, policy):
+        conn.execute("")  # every idle pooled connection is in autocommit: no BEGIN
+
+
+async def acheck_connection(conn: psycopg.AsyncConnection[Any], policy: str = "auto") -> None:
+    """The async twin of :func:`check_connection`."""
+    if needs_check(conn, policy):
+        await conn.execute("")
+
+
+def rollback_or_refuse(conn: psycopg.Connection[Any]) -> bool:
+    """Bring a returned connection to the idle state; False if it must be closed instead.
+
+    An open or failed transaction is rolled back; a connection in the middle of a query, closed or
+    broken is refused. psycopg_pool does the same in ``_reset_connection``.
+    """
+    status = conn.pgconn.transaction_status
+    if status == TransactionStatus.IDLE:
+        return True
+    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        try:
+            conn.rollback()
+        except psycopg.Error as ex:
+            logger.warning("rollback of a returned connection failed, closing it: %s", ex)
+            return False
+        return True
+    if status == TransactionStatus.ACTIVE:
+        logger.warning("connection returned in the middle of a query, closing it: %s", conn)
+    return False
+
+
+#: The attributes psycopg keeps client side, and their value in an idle pooled connection.
+CLIENT_DEFAULTS = (("autocommit", True), ("isolation_level", None), ("read_only", None), ("deferrable", None))
+
+#: What ``reset="safe"`` runs: role, every GUC, advisory locks, temp tables, ``LISTEN``, ``WITH
+#: HOLD`` cursors and prepared statements go back to the state of a new session. psycopg clears its
+#: own prepared-statement cache when it sees this command.
+SAFE_RESET = "DISCARD ALL"
+
+
+def _changed_attributes(conn: psycopg.BaseConnection[Any]) -> list[tuple[str, Any]]:
+    return [(name, value) for name, value in CLIENT_DEFAULTS if getattr(conn, name) != value]
+
+
+def make_reset(reset: str | Callable[..., Any]) -> Callable[[psycopg.Connection[Any]], None]:
+    """Return the function that resets an idle returned connection, per the ``reset`` setting.
+
+    Every variant restores :data:`CLIENT_DEFAULTS` and stamps the connection as used; ``"safe"``
+    then runs :data:`SAFE_RESET`, a callable runs instead of it and must leave the connection idle.
+
+    :raises psycopg.Error: if the reset fails; the caller closes the connection.
+    """
+
+    def reset_connection(conn: psycopg.Connection[Any]) -> None:
+        for name, value in _changed_attributes(conn):
+            setattr(conn, name, value)
+        if reset == "safe":
+            conn.execute(SAFE_RESET)
+        elif callable(reset):
+            reset(conn)
+            _check_idle(conn, reset)
+        mark_used(conn)
+
+    return reset_connection
+
+
+def make_areset(reset: str | Callable[..., Any]) -> Callable[[psycopg.AsyncConnection[Any]], Any]:
+    """The async twin of :func:`make_reset`; a callable ``reset`` may be a coroutine function."""
+
+    async def reset_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+        for name, value in _changed_attributes(conn):
+            await getattr(conn, f"set_{name}")(value)
+        if reset == "safe":
+            await conn.execute(SAFE_RESET)
+        elif callable(reset):
+            result = reset(conn)
+            if inspect.isawaitable(result):
+                await result
+            _check_idle(conn, reset)
+        mark_used(conn)
+
+    return reset_connection
+
+
+def _check_idle(conn: psycopg.BaseConnection[Any], reset: Any) -> None:
+    if conn.pgconn.transaction_status != TransactionStatus.IDLE:
+        raise psycopg.ProgrammingError(f"the reset function {reset!r} left the connection in a transaction")
