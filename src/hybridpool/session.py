@@ -105,9 +105,21 @@ def rollback_or_refuse(conn: psycopg.Connection[Any]) -> bool:
 CLIENT_DEFAULTS = (("autocommit", True), ("isolation_level", None), ("read_only", None), ("deferrable", None))
 
 #: What ``reset="safe"`` runs: role, every GUC, advisory locks, temp tables, ``LISTEN``, ``WITH
-#: HOLD`` cursors and prepared statements go back to the state of a new session. psycopg clears its
-#: own prepared-statement cache when it sees this command.
+#: HOLD`` cursors and prepared statements go back to the state of a new session.
 SAFE_RESET = "DISCARD ALL"
+
+
+def forget_prepared(conn: psycopg.BaseConnection[Any]) -> None:
+    """Make psycopg forget the prepared statements that :data:`SAFE_RESET` dropped on the server.
+
+    psycopg clears its statement cache when it sees ``DISCARD ALL`` only while that command is
+    new to its cache: from the second reset on it would keep names the server no longer has
+    ("prepared statement "_pg3_0" does not exist", checked with psycopg 3.3). Its cache object
+    has no public method for this, hence the private attribute, looked up defensively.
+    """
+    prepared = getattr(conn, "_prepared", None)
+    if prepared is not None:
+        prepared.clear()
 
 
 def _changed_attributes(conn: psycopg.BaseConnection[Any]) -> list[tuple[str, Any]]:
@@ -127,7 +139,8 @@ def make_reset(reset: str | Callable[..., Any]) -> Callable[[psycopg.Connection[
         for name, value in _changed_attributes(conn):
             setattr(conn, name, value)
         if reset == "safe":
-            conn.execute(SAFE_RESET)
+            conn.execute(SAFE_RESET, prepare=False)
+            forget_prepared(conn)
         elif callable(reset):
             reset(conn)
             _check_idle(conn, reset)
@@ -143,7 +156,8 @@ def make_areset(reset: str | Callable[..., Any]) -> Callable[[psycopg.AsyncConne
         for name, value in _changed_attributes(conn):
             await getattr(conn, f"set_{name}")(value)
         if reset == "safe":
-            await conn.execute(SAFE_RESET)
+            await conn.execute(SAFE_RESET, prepare=False)
+            forget_prepared(conn)
         elif callable(reset):
             result = reset(conn)
             if inspect.isawaitable(result):

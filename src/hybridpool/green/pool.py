@@ -158,10 +158,11 @@ class GreenPool(base.Pool):
             if ex is not timer:
                 self._give_back(waiter)
                 raise
+            stats = self.get_stats()  # counting this caller among the waiting, as psycopg_pool does
             if not self._cap.cancel(waiter):
                 return waiter.get_nowait()  # served just as the timer fired
             self._stats[base.REQUESTS_ERRORS] += 1
-            raise base.timeout_error(self.name, self.get_stats(), wait) from None
+            raise base.timeout_error(self.name, stats, wait) from None
         except BaseException:  # killed, or the pool closed: leave the queue, return what was served
             self._give_back(waiter)
             raise

@@ -1,0 +1,160 @@
+"""A bounded HTTP load against an example deployment on 127.0.0.1, watching the server's sessions.
+
+``run_load`` sends a fixed number of requests, at most ``concurrency`` at once and none after a
+wall-clock cap, cycling through the given paths (``POST:/notes/`` posts a note, ``/notes/`` gets).
+Meanwhile it counts, every ~10 ms on a connection of its own, the PostgreSQL sessions whose
+``application_name`` is the deployment's, and keeps the peak. Then it reads the deployment's pool
+stats at ``/stats/`` and what is left on the server.
+
+CLI: ``DATABASE_URL=... python -m examples.load --url http://127.0.0.1:8001 --path /notes/
+--path POST:/notes/ --requests 500 --concurrency 100 --application-name hybridpool-gevent``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+
+#: The only host a load is ever sent to.
+HOST = "127.0.0.1"
+
+#: Longest run of one load (s): no request starts after it, none outlives it.
+MAX_SECONDS = 120.0
+
+#: Pause between two samples of the server's sessions (s).
+SAMPLE_INTERVAL = 0.01
+
+SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+IDLE_IN_TRANSACTION = SESSIONS + " AND state LIKE 'idle in transaction%%'"
+
+
+def check_local(base_url: str) -> None:
+    """Refuse to load anything but ``http://127.0.0.1``.
+
+    :raises ValueError: for another scheme or host.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or parts.hostname != HOST:
+        raise ValueError(f"refusing to load {base_url!r}: only http://{HOST} is allowed")
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of ascending ``sorted_values`` (None if empty)."""
+    if not sorted_values:
+        return None
+    return sorted_values[max(math.ceil(fraction * len(sorted_values)) - 1, 0)]
+
+
+async def count_sessions(conn: psycopg.AsyncConnection[Any], query: str, application_name: str) -> int:
+    """Run a ``count(*)`` query over ``pg_stat_activity`` for ``application_name``."""
+    cursor = await conn.execute(query, (application_name,))
+    (count,) = await cursor.fetchone()
+    return count
+
+
+async def watch_peak(conn: psycopg.AsyncConnection[Any], application_name: str, stop: asyncio.Event) -> int:
+    """Sample the sessions of ``application_name`` until ``stop`` is set; return the peak."""
+    peak = 0
+    while True:
+        peak = max(peak, await count_sessions(conn, SESSIONS, application_name))
+        if stop.is_set():
+            return peak
+        await asyncio.sleep(SAMPLE_INTERVAL)
+
+
+async def send(client: httpx.AsyncClient, method: str, path: str, number: int, deadline: float) -> tuple[float, int | str]:
+    """Send one request; return its latency (ms) and HTTP status, or the exception's name."""
+    started = time.monotonic()
+    timeout = max(deadline - started, 0.001)
+    body = {"title": f"load note {number}", "body": "posted by examples.load"} if method == "POST" else None
+    try:
+        response = await client.request(method, path, json=body, timeout=timeout)
+        outcome: int | str = response.status_code
+    except httpx.HTTPError as ex:
+        outcome = type(ex).__name__
+    return 1000.0 * (time.monotonic() - started), outcome
+
+
+async def run_load(base_url: str, paths: list[str], requests: int, concurrency: int, database_url: str,
+                   application_name: str, max_seconds: float = MAX_SECONDS) -> dict[str, Any]:
+    """Send ``requests`` requests to ``base_url`` cycling through ``paths``, ``concurrency`` at once.
+
+    :param paths: ``/path`` to GET, ``POST:/path`` to POST a note.
+    :param database_url: the deployment's PostgreSQL server, to watch its sessions.
+    :param application_name: the ``application_name`` of the deployment's connections.
+    :param max_seconds: wall-clock cap; requests not started by then are not sent.
+    :returns: requests (sent), ok (2xx), errors (other statuses and exceptions, by kind in
+        ``error_kinds``), requests_per_s, p50_ms, p99_ms, peak_server_connections, pool_stats
+        (``/stats/``), server_connections_after, idle_in_transaction_after.
+    :raises ValueError: ``base_url`` is not on 127.0.0.1.
+    """
+    check_local(base_url)
+    targets = [path.split(":", 1) if path.startswith("POST:") else ("GET", path) for path in paths]
+    semaphore = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    started = time.monotonic()
+    deadline = started + max_seconds
+
+    async def one(number: int) -> tuple[float, int | str] | None:
+        async with semaphore:
+            if time.monotonic() >= deadline:
+                return None
+            method, path = targets[number % len(targets)]
+            return await send(client, method, path, number, deadline)
+
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, application_name="hybridpool-load-monitor"
+    ) as monitor, httpx.AsyncClient(base_url=base_url, limits=limits) as client:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_peak(monitor, application_name, stop))
+        outcomes = [o for o in await asyncio.gather(*(one(n) for n in range(requests))) if o is not None]
+        elapsed = time.monotonic() - started
+        stop.set()
+        peak = await watcher
+        pool_stats = (await client.get("/stats/")).json()
+        after = await count_sessions(monitor, SESSIONS, application_name)
+        idle_in_transaction = await count_sessions(monitor, IDLE_IN_TRANSACTION, application_name)
+
+    latencies = sorted(latency for latency, _ in outcomes)
+    errors = [status for _, status in outcomes if not (isinstance(status, int) and 200 <= status < 300)]
+    return {
+        "requests": len(outcomes),
+        "ok": len(outcomes) - len(errors),
+        "errors": len(errors),
+        "error_kinds": {str(kind): errors.count(kind) for kind in set(errors)},
+        "requests_per_s": len(outcomes) / elapsed,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "peak_server_connections": peak,
+        "pool_stats": pool_stats,
+        "server_connections_after": after,
+        "idle_in_transaction_after": idle_in_transaction,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The CLI: run one load and print a summary."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help=f"base URL, http://{HOST}:PORT")
+    parser.add_argument("--path", action="append", required=True, help="/path to GET or POST:/path to POST; repeatable")
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--application-name", default=os.environ.get("HYBRIDPOOL_APPLICATION_NAME", "hybridpool-example"),
+                        help="application_name of the deployment's connections")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run_load(args.url, args.path, args.requests, args.concurrency,
+                                  os.environ["DATABASE_URL"], args.application_name))
+    for key, value in result.items():
+        print(f"{key:>26}: {round(value, 1) if isinstance(value, float) else value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Test set-up: a real PostgreSQL (``DATABASE_URL`` or a throwaway embedded one), a fresh database,
+Django configured with the hybridpool ENGINE, and helpers shared by every driver's tests.
+
+The suite runs twice (see README): plainly, for the psycopg_pool driver, and under
+``python -m gevent.monkey --module pytest``, for the green driver. ``DRIVERS`` is what the running
+process can test; driver-agnostic test bodies are parametrized over it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from hybridpool import close_all, create_pool, embedded
+from hybridpool.runtime import gevent_active
+
+GEVENT = gevent_active()
+DRIVERS = ["gevent"] if GEVENT else ["thread"]
+ROLE = f"hybridpool_test_role_{os.getpid()}"
+
+_stack = contextlib.ExitStack()
+_state: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import django
+    from django.conf import settings
+
+    server = _stack.enter_context(embedded.server_url())
+    dbname = f"hybridpool_test_{os.getpid()}"
+    conninfo = embedded.create_database(server, dbname)
+    _stack.callback(embedded.drop_database, server, dbname)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
+        conn.execute(f"CREATE ROLE {ROLE}")
+        conn.execute(f"GRANT ALL ON SCHEMA public TO {ROLE}")
+    _stack.callback(_drop_role, conninfo)
+    _state.update(server=server, conninfo=conninfo)
+
+    def database(**options: Any) -> dict[str, Any]:
+        pool = {"min_size": 1, "max_size": 4, "timeout": 5, **options.pop("pool", {})}
+        app = {"application_name": f"hp-{uuid.uuid4().hex[:10]}"}
+        return embedded.django_settings(conninfo, OPTIONS={**app, **options, "pool": pool})
+
+    settings.configure(
+        DATABASES={
+            "default": database(),
+            "serializable": database(isolation_level=psycopg.IsolationLevel.SERIALIZABLE),
+            "role": database(assume_role=ROLE),
+            "ssb": database(server_side_binding=True),
+            "aged": {**database(), "CONN_MAX_AGE": 60},
+            "badpool": database(pool={"max_size": "10"}),
+            "stock": {**database(), "ENGINE": "django.db.backends.postgresql"},
+        },
+        INSTALLED_APPS=["tests.testapp"],
+        USE_TZ=True,
+        TIME_ZONE="UTC",
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+
+    from django.db import connection
+
+    from tests.testapp.models import Item
+
+    with connection.schema_editor() as editor:
+        editor.create_model(Item)
+    connection.close()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {ROLE}")
+        conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {ROLE}")
+
+
+def _drop_role(conninfo: str) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"DROP OWNED BY {ROLE}")
+        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    close_all()
+    _stack.close()
+
+
+@pytest.fixture(scope="session")
+def conninfo() -> str:
+    """The conninfo of the test database."""
+    return _state["conninfo"]
+
+
+def server_connections(application_name: str) -> int:
+    """Count the server connections with ``application_name`` in ``pg_stat_activity``."""
+    with psycopg.connect(_state["conninfo"], autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name]
+        ).fetchone()[0]
+
+
+def terminate(application_name: str) -> int:
+    """End every server connection with ``application_name``, waiting until they are gone."""
+    with psycopg.connect(_state["conninfo"], autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE application_name = %s",
+            [application_name],
+        ).fetchone()[0]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` every 20 ms until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def run_concurrently(func: Callable[[int], Any], n: int, timeout: float = 30.0) -> list[Any]:
+    """Run ``func(i)`` for i in range(n) at once, on threads (greenlets when gevent patched
+    ``threading``); return results and raised exceptions, in order of i."""
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            results[i] = func(i)
+        except Exception as ex:  # returned for the test to assert on
+            results[i] = ex
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout)
+        assert not worker.is_alive(), "a worker did not finish in time"
+    return results
+
+
+class PeakSampler:
+    """Sample the server connections of one application_name every 10 ms in the background."""
+
+    def __init__(self, application_name: str) -> None:
+        self.application_name = application_name
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with psycopg.connect(_state["conninfo"], autocommit=True) as conn:
+            while not self._stop.is_set():
+                count = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [self.application_name]
+                ).fetchone()[0]
+                self.peak = max(self.peak, count)
+                time.sleep(0.01)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture(params=DRIVERS)
+def make_pool(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """Build pools of the driver under test; each gets its own application_name (``pool.app``)."""
+    pools = []
+
+    def make(**settings: Any) -> Any:
+        app = f"hp-{uuid.uuid4().hex[:10]}"
+        settings.setdefault("min_size", 1)
+        pool = create_pool(_state["conninfo"], kwargs={"application_name": app}, driver=request.param, **settings)
+        pool.app = app
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()

@@ -1,0 +1,257 @@
+"""The pool contract, one body for every driver (``make_pool`` is parametrized over them)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg.pq import TransactionStatus
+
+from hybridpool import PoolClosed, PoolTimeout, TooManyRequests
+
+from .conftest import PeakSampler, run_concurrently, server_connections, terminate, wait_for
+
+STATS_KEYS = {"pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting"}
+
+
+def backend_pid(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_cap_holds_with_10x_more_workers_than_max_size(make_pool):
+    pool = make_pool(max_size=3)
+
+    def work(i):
+        with pool.connection() as conn:
+            conn.execute("SELECT pg_sleep(0.05)")
+        return True
+
+    with PeakSampler(pool.app) as sampler:
+        results = run_concurrently(work, 30)
+    assert results == [True] * 30
+    assert sampler.peak == 3  # reached, never passed
+    assert pool.get_stats()["pool_size"] <= 3
+
+
+def test_waiters_are_served_first_come_first_served(make_pool):
+    pool = make_pool(max_size=1)
+    holder = pool.getconn()
+    served = []
+
+    def waiter(i):
+        with pool.connection(timeout=10):
+            served.append(i)
+            time.sleep(0.01)
+
+    threads = []
+    for i in range(5):
+        threads.append(threading.Thread(target=waiter, args=(i,)))
+        threads[-1].start()
+        assert wait_for(lambda: pool.get_stats()["requests_waiting"] == i + 1)
+    pool.putconn(holder)
+    for thread in threads:
+        thread.join(10)
+    assert served == [0, 1, 2, 3, 4]
+
+
+def test_timeout_raises_pool_timeout_in_time_naming_the_pool(make_pool):
+    pool = make_pool(max_size=1, timeout=0.3)
+    holder = pool.getconn()
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout) as raised:
+        pool.getconn()
+    elapsed = time.monotonic() - started
+    pool.putconn(holder)
+    assert 0.3 <= elapsed <= 0.5
+    message = str(raised.value)
+    assert f"pool {pool.name!r}" in message
+    assert "max_size=1" in message
+    assert "1 connections in use" in message
+    assert "1 callers waiting" in message
+    assert "0.30 s" in message
+    assert isinstance(raised.value, psycopg.OperationalError)
+
+
+def test_getconn_timeout_argument_overrides_the_setting(make_pool):
+    pool = make_pool(max_size=1, timeout=10)
+    holder = pool.getconn()
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout, match="0.20 s"):
+        pool.getconn(timeout=0.2)
+    assert time.monotonic() - started <= 0.4
+    pool.putconn(holder)
+
+
+def test_max_waiting_refuses_at_once(make_pool):
+    pool = make_pool(max_size=1, max_waiting=1)
+    holder = pool.getconn()
+    waiting = threading.Thread(target=lambda: pool.putconn(pool.getconn(timeout=5)))
+    waiting.start()
+    assert wait_for(lambda: pool.get_stats()["requests_waiting"] == 1)
+    started = time.monotonic()
+    with pytest.raises(TooManyRequests, match="max_waiting=1"):
+        pool.getconn(timeout=5)
+    assert time.monotonic() - started < 0.1
+    pool.putconn(holder)
+    waiting.join(5)
+
+
+def test_open_transaction_is_rolled_back_on_return(make_pool, conninfo):
+    pool = make_pool(max_size=1)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute("CREATE TABLE IF NOT EXISTS pool_rollback (x int)")
+    conn = pool.getconn()
+    pid = backend_pid(conn)
+    conn.autocommit = False
+    conn.execute("INSERT INTO pool_rollback VALUES (1)")
+    assert conn.info.transaction_status == TransactionStatus.INTRANS
+    pool.putconn(conn)
+
+    conn = pool.getconn()
+    assert backend_pid(conn) == pid  # the same connection, cleaned
+    assert conn.autocommit
+    assert conn.info.transaction_status == TransactionStatus.IDLE
+    assert conn.execute("SELECT count(*) FROM pool_rollback").fetchone()[0] == 0
+    pool.putconn(conn)
+
+
+def test_failed_transaction_is_rolled_back_on_return(make_pool):
+    pool = make_pool(max_size=1)
+    conn = pool.getconn()
+    pid = backend_pid(conn)
+    conn.autocommit = False
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        conn.execute("SELECT 1 / 0")
+    assert conn.info.transaction_status == TransactionStatus.INERROR
+    pool.putconn(conn)
+
+    with pool.connection() as conn:
+        assert backend_pid(conn) == pid
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_terminated_connection_is_replaced_within_the_checkout(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        pid = backend_pid(conn)
+    assert terminate(pool.app) == 1
+    # Used a moment ago, so no round trip would be due: the socket tells it is dead.
+    with pool.connection() as conn:
+        assert backend_pid(conn) != pid
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_check_replaces_broken_idle_connections(make_pool):
+    pool = make_pool(min_size=2, max_size=2)
+    pool.wait(5)
+    assert terminate(pool.app) == 2
+    pool.check()
+    assert wait_for(lambda: server_connections(pool.app) == 2)
+    with pool.connection() as first, pool.connection() as second:
+        assert first.execute("SELECT 1").fetchone() == (1,)
+        assert second.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_max_lifetime_closes_an_old_connection_on_return(make_pool):
+    pool = make_pool(min_size=1, max_size=1, max_lifetime=0.3)
+    conn = pool.getconn()
+    pid = backend_pid(conn)
+    time.sleep(0.4)
+    pool.putconn(conn)
+    with pool.connection() as conn:
+        assert backend_pid(conn) != pid
+    assert wait_for(lambda: server_connections(pool.app) == 1)
+
+
+def test_max_idle_closes_surplus_connections(make_pool):
+    pool = make_pool(min_size=1, max_size=3, max_idle=0.3)
+    barrier = threading.Barrier(3, timeout=5)
+
+    def hold(i):
+        with pool.connection() as conn:
+            barrier.wait()
+            return backend_pid(conn)
+
+    assert len(set(run_concurrently(hold, 3))) == 3
+    assert server_connections(pool.app) == 3
+    assert wait_for(lambda: server_connections(pool.app) == 1, timeout=5)
+    assert pool.get_stats()["pool_size"] == 1
+
+
+def test_safe_reset_leaves_nothing_for_the_next_borrower(make_pool):
+    pool = make_pool(max_size=1)
+    with pool.connection() as conn:
+        pid = backend_pid(conn)
+        conn.execute("SET statement_timeout = '1234ms'")
+        conn.execute("SET search_path = pg_catalog")
+        conn.execute("SELECT pg_advisory_lock(42)")
+        conn.execute("CREATE TEMP TABLE scratch (x int)")
+        conn.execute("PREPARE leaked AS SELECT 1")
+        conn.execute("LISTEN somewhere")
+    with pool.connection() as conn:
+        assert backend_pid(conn) == pid
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s", [pid]).fetchone() == (0,)
+        assert conn.execute("SELECT to_regclass('pg_temp.scratch')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_listening_channels()").fetchone() == (0,)
+
+
+def test_rollback_reset_keeps_session_state(make_pool):
+    pool = make_pool(max_size=1, reset="rollback")
+    with pool.connection() as conn:
+        conn.execute("SET statement_timeout = '1234ms'")
+    with pool.connection() as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("1234ms",)
+
+
+def test_callable_reset_runs_and_a_bad_one_discards_the_connection(make_pool):
+    calls = []
+
+    def reset(conn):
+        calls.append(conn)
+        if len(calls) == 2:
+            conn.execute("BEGIN")  # leaves a transaction open: the pool must not lend it
+
+    pool = make_pool(max_size=1, reset=reset)
+    pids = []
+    for _ in range(3):
+        with pool.connection() as conn:
+            pids.append(backend_pid(conn))
+        assert wait_for(lambda: len(calls) == len(pids))
+    assert pids[0] == pids[1] != pids[2]
+
+
+def test_psycopg_prepared_statements_survive_many_resets(make_pool):
+    pool = make_pool(max_size=1)
+    for _ in range(10):
+        with pool.connection() as conn:
+            for _ in range(6):  # past psycopg's prepare_threshold of 5
+                assert conn.execute("SELECT %s::int", [7]).fetchone() == (7,)
+
+
+def test_closed_pool_refuses_callers(make_pool):
+    pool = make_pool()
+    pool.close()
+    with pytest.raises(PoolClosed):
+        pool.getconn()
+
+
+def test_connection_of_another_pool_is_refused(make_pool):
+    first, second = make_pool(), make_pool()
+    conn = first.getconn()
+    with pytest.raises(ValueError):
+        second.putconn(conn)
+    first.putconn(conn)
+
+
+def test_stats_use_psycopg_pool_keys(make_pool):
+    pool = make_pool(min_size=1, max_size=2)
+    with pool.connection():
+        stats = pool.get_stats()
+    assert STATS_KEYS <= stats.keys()
+    assert stats["pool_min"] == 1 and stats["pool_max"] == 2
+    assert stats["requests_num"] >= 1
