@@ -1,6 +1,6 @@
 """A bounded HTTP load against an example deployment on 127.0.0.1, watching the server's sessions.
 
-``run_load`` sends a fixed number of requests, at most ``concurrency`` at once and none after a
+``run_load`` sends a fixed number of requests, ``concurrency`` at once and none after a
 wall-clock cap, cycling through the given paths (``POST:/notes/`` posts a note, ``/notes/`` gets).
 Meanwhile it counts, every ~10 ms on a connection of its own, the PostgreSQL sessions whose
 ``application_name`` is the deployment's, and keeps the peak. Then it reads the deployment's pool
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import time
@@ -31,6 +32,10 @@ MAX_SECONDS = 120.0
 
 #: Pause between two samples of the server's sessions (s).
 SAMPLE_INTERVAL = 0.01
+
+#: One connection per sender, dropped after 1 s idle: before the servers' keep-alive timeouts
+#: (gunicorn 2 s, uvicorn 5 s), so a connection is never reused just as the server closes it.
+LIMITS = httpx.Limits(max_connections=1, keepalive_expiry=1.0)
 
 SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
 IDLE_IN_TRANSACTION = SESSIONS + " AND state LIKE 'idle in transaction%%'"
@@ -70,7 +75,8 @@ async def watch_peak(conn: psycopg.AsyncConnection[Any], application_name: str, 
         await asyncio.sleep(SAMPLE_INTERVAL)
 
 
-async def send(client: httpx.AsyncClient, method: str, path: str, number: int, deadline: float) -> tuple[float, int | str]:
+async def send(client: httpx.AsyncClient, method: str, path: str, number: int,
+               deadline: float) -> tuple[float, int | str]:
     """Send one request; return its latency (ms) and HTTP status, or the exception's name."""
     started = time.monotonic()
     timeout = max(deadline - started, 0.001)
@@ -87,6 +93,11 @@ async def run_load(base_url: str, paths: list[str], requests: int, concurrency: 
                    application_name: str, max_seconds: float = MAX_SECONDS) -> dict[str, Any]:
     """Send ``requests`` requests to ``base_url`` cycling through ``paths``, ``concurrency`` at once.
 
+    Each of the ``concurrency`` senders has a client with one connection of its own: sharing one
+    ``httpx.AsyncClient`` among 100 concurrent requests leaves some of them queued inside httpx
+    for seconds before they are even sent (encode/httpx#3215), which would be counted as the
+    server's latency.
+
     :param paths: ``/path`` to GET, ``POST:/path`` to POST a note.
     :param database_url: the deployment's PostgreSQL server, to watch its sessions.
     :param application_name: the ``application_name`` of the deployment's connections.
@@ -97,29 +108,31 @@ async def run_load(base_url: str, paths: list[str], requests: int, concurrency: 
     :raises ValueError: ``base_url`` is not on 127.0.0.1.
     """
     check_local(base_url)
-    targets = [path.split(":", 1) if path.startswith("POST:") else ("GET", path) for path in paths]
-    semaphore = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    targets = [("POST", path.removeprefix("POST:")) if path.startswith("POST:") else ("GET", path) for path in paths]
+    numbers = iter(range(requests))  # shared by the senders: each request is sent once
+    outcomes: list[tuple[float, int | str]] = []
     started = time.monotonic()
     deadline = started + max_seconds
 
-    async def one(number: int) -> tuple[float, int | str] | None:
-        async with semaphore:
+    async def sender(client: httpx.AsyncClient) -> None:
+        for number in numbers:
             if time.monotonic() >= deadline:
-                return None
+                return
             method, path = targets[number % len(targets)]
-            return await send(client, method, path, number, deadline)
+            outcomes.append(await send(client, method, path, number, deadline))
 
-    async with await psycopg.AsyncConnection.connect(
-        database_url, autocommit=True, application_name="hybridpool-load-monitor"
-    ) as monitor, httpx.AsyncClient(base_url=base_url, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        monitor = await stack.enter_async_context(await psycopg.AsyncConnection.connect(
+            database_url, autocommit=True, application_name="hybridpool-load-monitor"))
+        clients = [await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, limits=LIMITS))
+                   for _ in range(min(concurrency, requests))]
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch_peak(monitor, application_name, stop))
-        outcomes = [o for o in await asyncio.gather(*(one(n) for n in range(requests))) if o is not None]
+        await asyncio.gather(*(sender(client) for client in clients))
         elapsed = time.monotonic() - started
         stop.set()
         peak = await watcher
-        pool_stats = (await client.get("/stats/")).json()
+        pool_stats = (await clients[0].get("/stats/")).json()
         after = await count_sessions(monitor, SESSIONS, application_name)
         idle_in_transaction = await count_sessions(monitor, IDLE_IN_TRANSACTION, application_name)
 
@@ -147,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--path", action="append", required=True, help="/path to GET or POST:/path to POST; repeatable")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--application-name", default=os.environ.get("HYBRIDPOOL_APPLICATION_NAME", "hybridpool-example"),
+    parser.add_argument("--application-name",
+                        default=os.environ.get("HYBRIDPOOL_APPLICATION_NAME", "hybridpool-example"),
                         help="application_name of the deployment's connections")
     args = parser.parse_args(argv)
     result = asyncio.run(run_load(args.url, args.path, args.requests, args.concurrency,

@@ -143,8 +143,9 @@ def run_deployment(kind: str, conninfo: str, requests: int, concurrency: int, ma
 
     :param kind: ``"gevent"`` or ``"asgi"``.
     :returns: :func:`examples.load.run_load`'s result plus kind, max_size, pools (pools per
-        process), bound (most server connections allowed: ``pools * max_size``), checked_out_after (``pool_size - pool_available`` over the
-        process's pools), server_log (the end of the server's output) and problems.
+        process), bound (most server connections allowed: ``pools * max_size``),
+        checked_out_after (``pool_size - pool_available`` summed over the process's pools),
+        server_log (the end of the server's output) and problems (see :func:`problems`).
     """
     deployment = DEPLOYMENTS[kind]
     port = free_port()
