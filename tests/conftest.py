@@ -56,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "serializable": database(isolation_level=psycopg.IsolationLevel.SERIALIZABLE),
             "role": database(assume_role=ROLE),
             "ssb": database(server_side_binding=True),
+            "tiny": database(pool={"min_size": 0, "max_size": 1, "timeout": 0.3}),
+            "asyncapp": database(pool={"min_size": 0, "max_size": 3}),
             "aged": {**database(), "CONN_MAX_AGE": 60},
             "badpool": database(pool={"max_size": "10"}),
             "stock": {**database(), "ENGINE": "django.db.backends.postgresql"},
@@ -88,6 +90,12 @@ def _drop_role(conninfo: str) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     close_all()
     _stack.close()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """The URL of the test server (to create more databases on it)."""
+    return _state["server"]
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ class PoolConfig:
         _integer(where, "min_size", self.min_size, minimum=0)
         if self.max_size is None:
             object.__setattr__(self, "max_size", max(self.min_size, 1))
-        _integer(where, "max_size", self.max_size, minimum=max(self.min_size, 1), why=" (and >= min_size)")
+        _integer(where, "max_size", self.max_size, minimum=max(self.min_size, 1), why=f" (min_size is {self.min_size})")
         _seconds(where, "timeout", self.timeout)
         _integer(where, "max_waiting", self.max_waiting, minimum=0)
         _seconds(where, "max_lifetime", self.max_lifetime)
@@ -100,9 +100,7 @@ class PoolConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         for key in options:
             if key not in known:
-                raise ImproperlyConfigured(
-                    f"{where}[{key!r}]: unknown setting; allowed: {', '.join(sorted(known))}"
-                )
+                raise ImproperlyConfigured(f"{_name(where, key)}: unknown setting; allowed: {', '.join(sorted(known))}")
         config = object.__new__(cls)
         for f in dataclasses.fields(cls):
             object.__setattr__(config, f.name, options.get(f.name, f.default))
@@ -110,9 +108,12 @@ class PoolConfig:
         return config
 
 
+def _name(where: str, key: str) -> str:
+    return f"{where}[{key!r}]" if where.endswith("]") else f"{where} {key!r}"
+
+
 def _error(where: str, key: str, value: Any, allowed: str) -> ImproperlyConfigured:
-    suffix = f"[{key!r}]" if where.endswith("]") else f" {key!r}"
-    return ImproperlyConfigured(f"{where}{suffix} = {value!r} ({type(value).__name__}): must be {allowed}")
+    return ImproperlyConfigured(f"{_name(where, key)} = {value!r} ({type(value).__name__}): must be {allowed}")
 
 
 def _integer(where: str, key: str, value: Any, *, minimum: int, why: str = "") -> None:

@@ -99,8 +99,8 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool:
 async def aconnection(alias: str = DEFAULT_DB_ALIAS, timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """Lend a :class:`psycopg.AsyncConnection` from the running loop's pool for ``alias``.
 
-    The block's transaction is committed on success and rolled back on error (psycopg's
-    ``async with conn``); the connection returns to the pool at block exit.
+    The connection is in autocommit (``async with aconn.transaction():`` for a transaction) and
+    returns to the pool at block exit, on an exception too; what is left open is rolled back.
 
     :param timeout: longest wait in seconds (``None``: the pool's ``timeout``).
     :raises PoolTimeout: no connection within ``timeout``.

@@ -94,7 +94,11 @@ class Pool(abc.ABC):
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
-        """Lend a connection for a ``with`` block: committed on success, rolled back on error."""
+        """Lend a connection for a ``with`` block and take it back at the end.
+
+        Lent connections are in autocommit, as Django's are: use ``with conn.transaction():`` for
+        a transaction. Whatever is left open when the block ends is rolled back by the pool.
+        """
         conn = self.getconn(timeout)
         try:
             with conn:

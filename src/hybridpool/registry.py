@@ -47,9 +47,27 @@ async def aget_or_create(alias: str, factory: Callable[[], LoopPool]) -> LoopPoo
     pool = pools.get(alias)
     if pool is None:
         pool = pools[alias] = factory()
+        _keep_alive.add(asyncio.get_running_loop().create_task(_close_at_loop_shutdown(pool)))
     if pool.closed:
         await pool.open()
     return pool
+
+
+_keep_alive: set[asyncio.Task[None]] = set()
+
+
+async def _close_at_loop_shutdown(pool: LoopPool) -> None:
+    """Wait until the loop cancels its tasks (``asyncio.run`` ending, uvicorn stopping), then
+    close ``pool`` in it. An async pool must be closed in its own loop: left open, psycopg_pool
+    takes the cancellation of a connection attempt for a failed connect and retries it, which
+    keeps the ending loop alive for up to ``reconnect_timeout``."""
+    try:
+        await asyncio.get_running_loop().create_future()
+    except asyncio.CancelledError:
+        await pool.close()
+        raise
+    finally:
+        _keep_alive.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
 def pools(alias: str | None = None) -> list[Pool]:

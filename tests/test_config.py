@@ -1,0 +1,131 @@
+"""Settings validation, and the I/O-free decisions of ``Capacity`` (no database needed)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+
+from hybridpool import PoolConfig, create_pool
+from hybridpool.capacity import Backoff, Capacity
+
+INVALID = [
+    ({"min_size": -1}, "min_size", "= -1 (int): must be an int >= 0"),
+    ({"max_size": 0}, "max_size", "= 0 (int): must be an int >= 4 (min_size is 4)"),
+    ({"max_size": "10"}, "max_size", "= '10' (str): must be an int >= 4 (min_size is 4)"),
+    ({"min_size": 5, "max_size": 2}, "max_size", "= 2 (int): must be an int >= 5 (min_size is 5)"),
+    ({"min_size": True}, "min_size", "= True (bool): must be an int >= 0"),
+    ({"timeout": 0}, "timeout", "= 0 (int): must be a number of seconds > 0"),
+    ({"timeout": -1.5}, "timeout", "= -1.5 (float): must be a number of seconds > 0"),
+    ({"timeout": "5"}, "timeout", "= '5' (str): must be a number of seconds > 0"),
+    ({"timeout": float("inf")}, "timeout", "= inf (float): must be a number of seconds > 0"),
+    ({"max_waiting": -1}, "max_waiting", "= -1 (int): must be an int >= 0"),
+    ({"max_lifetime": 0}, "max_lifetime", "= 0 (int): must be a number of seconds > 0"),
+    ({"max_idle": -3}, "max_idle", "= -3 (int): must be a number of seconds > 0"),
+    ({"reconnect_timeout": None}, "reconnect_timeout", "= None (NoneType): must be a number of seconds > 0"),
+    ({"check": "sometimes"}, "check", "= 'sometimes' (str): must be 'auto' or 'always' or 'never'"),
+    ({"reset": "discard"}, "reset", "= 'discard' (str): must be 'safe' or 'rollback' or a callable"),
+    ({"driver": "eventlet"}, "driver", "= 'eventlet' (str): must be 'auto' or 'gevent' or 'thread'"),
+    ({"nonsense": 1}, "nonsense", ": unknown setting; allowed: check, driver, max_idle"),
+]
+
+
+@pytest.mark.parametrize(("settings", "key", "message"), INVALID)
+def test_invalid_django_pool_option_names_key_value_and_what_is_allowed(settings, key, message):
+    with pytest.raises(ImproperlyConfigured) as raised:
+        PoolConfig.from_options(settings, alias="replica")
+    assert str(raised.value).startswith(f"DATABASES['replica']['OPTIONS']['pool'][{key!r}]")
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(("settings", "key", "message"), INVALID)
+def test_invalid_keyword_is_refused_before_any_connection(settings, key, message):
+    with pytest.raises(ImproperlyConfigured) as raised:
+        create_pool("host=/nonexistent", **settings)
+    assert repr(key) in str(raised.value)
+    assert message in str(raised.value)
+
+
+def test_pool_option_must_be_true_or_a_dict():
+    with pytest.raises(ImproperlyConfigured, match=r"\['pool'\] = 'yes' \(str\): must be True or a dict"):
+        PoolConfig.from_options("yes")
+
+
+def test_defaults_are_psycopg_pool_s():
+    config = PoolConfig.from_options(True)
+    assert (config.min_size, config.max_size, config.timeout) == (4, 4, 30.0)
+    assert (config.max_lifetime, config.max_idle, config.reset, config.driver) == (3600.0, 600.0, "safe", "auto")
+
+
+def test_conn_max_age_other_than_zero_is_refused_at_first_use():
+    with pytest.raises(ImproperlyConfigured, match=r"\['CONN_MAX_AGE'\] = 60: must be 0") as raised:
+        connections["aged"].ensure_connection()
+    assert "lends one per request" in str(raised.value)
+
+
+def test_bad_pool_setting_in_databases_is_refused_at_first_use():
+    with pytest.raises(ImproperlyConfigured, match=r"DATABASES\['badpool'\]\['OPTIONS'\]\['pool'\]\['max_size'\] = '10'"):
+        connections["badpool"].ensure_connection()
+
+
+# -- Capacity: the decisions every driver shares
+
+
+def test_a_returned_connection_goes_to_the_oldest_waiter_not_to_a_newcomer():
+    cap = Capacity(min_size=0, max_size=1)
+    assert cap.grow() is False  # nobody waits: nothing to open
+    assert cap.enqueue("first") and cap.enqueue("second")
+    assert cap.grow() is True and cap.nconns == 1
+    assert cap.put("conn") == "first"
+    assert cap.take() is None  # "second" still waits: a newcomer gets nothing
+    assert cap.put("conn") == "second"
+    assert cap.put("conn") is None and cap.take() == "conn"
+
+
+def test_growth_is_one_at_a_time_and_never_past_max_size():
+    cap = Capacity(min_size=0, max_size=2)
+    for waiter in "abc":
+        cap.enqueue(waiter)
+    assert cap.grow() is True
+    assert cap.grow() is False  # one growth at a time
+    assert cap.grown() is True  # callers still wait: the next step is reserved
+    assert cap.grown() is False  # max_size reached
+    assert cap.nconns == 2
+
+
+def test_fill_reserves_min_size_once():
+    cap = Capacity(min_size=3, max_size=5)
+    assert cap.fill() == 3
+    assert cap.fill() == 0
+    cap.release()
+    assert cap.fill() == 1
+
+
+def test_max_waiting_refuses_the_caller_past_it():
+    cap = Capacity(min_size=0, max_size=1, max_waiting=2)
+    assert cap.enqueue("a") and cap.enqueue("b")
+    assert not cap.enqueue("c")
+    assert cap.cancel("a") and not cap.cancel("a")
+    assert cap.enqueue("c")
+
+
+def test_trim_idle_keeps_min_size_and_the_recently_used():
+    cap = Capacity(min_size=1, max_size=4)
+    cap.nconns = 4
+    used = {"old1": 1.0, "old2": 2.0, "old3": 3.0, "new": 10.0}
+    cap.idle = ["old1", "old2", "old3", "new"]  # LIFO: the oldest at the bottom
+    assert cap.trim_idle(oldest_allowed=5.0, used_at=used.__getitem__) == ["old1", "old2", "old3"]
+    assert cap.idle == ["new"] and cap.nconns == 1
+    cap.idle, cap.nconns = ["old1", "new"], 2
+    assert cap.trim_idle(oldest_allowed=5.0, used_at=used.__getitem__) == ["old1"]
+    assert cap.trim_idle(oldest_allowed=50.0, used_at=used.__getitem__) == []  # min_size kept
+
+
+def test_backoff_doubles_from_one_second_with_jitter_then_gives_up():
+    backoff = Backoff(timeout=10.0)
+    first = backoff.failed(now=0.0)
+    assert 0.9 <= first <= 1.1
+    assert backoff.failed(now=1.0) == pytest.approx(2 * first)
+    assert backoff.failed(now=3.0) == pytest.approx(4 * first)
+    assert backoff.failed(now=9.0) == pytest.approx(1.0)  # capped at the give-up time
+    assert backoff.failed(now=10.0) is None

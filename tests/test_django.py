@@ -1,0 +1,212 @@
+"""The ENGINE ``hybridpool.backends.postgresql``: Django behaves as with its stock backend, pooled."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import OperationalError, connection, connections, transaction
+from django.db.backends.postgresql.base import ServerBindingCursor
+
+import hybridpool
+from tests.testapp.models import Item
+
+from .conftest import ROLE, PeakSampler, run_concurrently, wait_for
+
+
+@pytest.fixture(autouse=True)
+def _return_connections():
+    yield
+    connections.close_all()
+
+
+def in_use(alias: str = "default") -> int:
+    stats = hybridpool.get_pool(alias).get_stats()
+    return stats["pool_size"] - stats["pool_available"]
+
+
+def backend_pid(alias: str = "default") -> int:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def test_orm_uses_a_pooled_connection_and_close_gives_it_back():
+    Item.objects.create(name="a")
+    assert Item.objects.filter(name="a").exists()
+    conn = connection.connection
+    assert conn._pool is hybridpool.get_pool()
+    assert in_use() == 1
+    connection.close()
+    assert connection.connection is None
+    assert not conn.closed  # returned, not closed
+    assert wait_for(lambda: in_use() == 0)
+
+
+def test_next_connect_reuses_a_pooled_server_connection():
+    backend_pid()
+    connection.close()
+    assert wait_for(lambda: in_use() == 0)
+    opened = hybridpool.get_pool().get_stats().get("connections_num", 0)
+    backend_pid()
+    connection.close()
+    assert hybridpool.get_pool().get_stats().get("connections_num", 0) == opened  # nothing new opened
+
+
+def test_atomic_commits_and_rolls_back():
+    with transaction.atomic():
+        Item.objects.create(name="kept")
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        Item.objects.create(name="dropped")
+        1 / 0
+    assert Item.objects.filter(name="kept").exists()
+    assert not Item.objects.filter(name="dropped").exists()
+
+
+def test_close_inside_atomic_gives_back_a_connection_that_is_rolled_back():
+    with pytest.raises(Exception), transaction.atomic():
+        Item.objects.create(name="in-flight")
+        connection.close()
+        Item.objects.count()  # Django refuses: the connection was closed in the transaction
+    assert wait_for(lambda: in_use() == 0)
+    assert not Item.objects.filter(name="in-flight").exists()
+
+
+def test_isolation_level_option_applies_and_does_not_outlive_the_checkout():
+    with transaction.atomic(using="serializable"), connections["serializable"].cursor() as cursor:
+        cursor.execute("SHOW transaction_isolation")
+        assert cursor.fetchone() == ("serializable",)
+    connections["serializable"].close()
+    with hybridpool.get_pool("serializable").connection() as conn:
+        assert conn.isolation_level is None
+
+
+def test_assume_role_applies_and_is_reset_on_return():
+    with connections["role"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid(), current_user")
+        pid, user = cursor.fetchone()
+    assert user == ROLE
+    connections["role"].close()
+    assert wait_for(lambda: in_use("role") == 0)  # psycopg_pool resets in a worker thread
+    pool = hybridpool.get_pool("role")
+    pooled = [pool.getconn() for _ in range(pool.get_stats()["pool_size"])]  # every connection it has
+    try:
+        sessions = {conn.execute("SELECT pg_backend_pid(), current_user").fetchone() for conn in pooled}
+    finally:
+        for conn in pooled:
+            pool.putconn(conn)
+    assert (pid, settings.DATABASES["role"]["USER"]) in sessions
+    assert all(user != ROLE for _, user in sessions)
+
+
+def test_server_side_binding_option_selects_django_s_cursor_class():
+    with connections["ssb"].cursor() as cursor:
+        assert type(cursor.cursor) is ServerBindingCursor
+        cursor.execute("SELECT %s::int + 1", [1])
+        assert cursor.fetchone() == (2,)
+
+
+def test_time_zone_is_utc_and_datetimes_are_aware():
+    item = Item.objects.create(name="tz")
+    item.refresh_from_db()
+    assert item.created.tzinfo is not None and item.created.utcoffset() == datetime.timedelta(0)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW TimeZone")
+        assert cursor.fetchone() == ("UTC",)
+
+
+def test_pool_timeout_reaches_django_as_operational_error():
+    errors = []
+    with hybridpool.connection("tiny"):
+        worker = threading.Thread(target=lambda: errors.extend(_connect_error("tiny")))
+        worker.start()
+        worker.join(5)
+    assert len(errors) == 1 and isinstance(errors[0], OperationalError)
+    assert "couldn't get a connection after 0.30 s from pool 'tiny'" in str(errors[0])
+    assert isinstance(errors[0].__cause__, hybridpool.PoolTimeout)
+
+
+def _connect_error(alias: str) -> list[Exception]:
+    try:
+        connections[alias].ensure_connection()
+    except Exception as ex:
+        return [ex]
+    finally:
+        connections[alias].close()
+    return []
+
+
+def test_concurrent_orm_workers_share_max_size_connections():
+    app = settings.DATABASES["default"]["OPTIONS"]["application_name"]
+
+    @hybridpool.close_connection
+    def request(i):
+        with transaction.atomic():
+            Item.objects.create(name=f"w{i}")
+            return Item.objects.filter(name=f"w{i}").count()
+
+    with PeakSampler(app) as sampler:
+        results = run_concurrently(request, 40)
+    assert results == [1] * 40
+    assert 1 <= sampler.peak <= 4
+    assert wait_for(lambda: in_use() == 0)
+
+
+# -- hybridpool.connection(): scripts, greenlets and tasks
+
+
+def test_connection_block_binds_the_orm_and_returns_the_connection():
+    with hybridpool.connection() as conn:
+        assert isinstance(conn, psycopg.Connection)
+        assert connection.connection is conn
+        Item.objects.create(name="block")
+        assert conn.execute("SELECT count(*) FROM testapp_item WHERE name = 'block'").fetchone() == (1,)
+    assert connection.connection is None
+    assert wait_for(lambda: in_use() == 0)
+
+
+def test_nested_blocks_reuse_the_outer_connection():
+    with hybridpool.connection() as outer:
+        with hybridpool.connection() as inner:
+            assert inner is outer
+        assert connection.connection is outer
+    assert connection.connection is None
+
+
+def test_connection_block_returns_the_connection_on_exception():
+    with pytest.raises(RuntimeError), hybridpool.connection() as conn:
+        conn.autocommit = False
+        conn.execute("INSERT INTO testapp_item (name, created) VALUES ('lost', now())")
+        raise RuntimeError("boom")
+    assert connection.connection is None
+    assert wait_for(lambda: in_use() == 0)
+    assert not Item.objects.filter(name="lost").exists()
+
+
+def test_connection_as_decorator():
+    @hybridpool.connection()
+    def task():
+        return connection.connection is not None and Item.objects.count() >= 0
+
+    assert task() is True
+    assert task() is True
+    assert connection.connection is None
+
+
+def test_close_connection_decorator_returns_what_the_function_took():
+    @hybridpool.close_connection
+    def task():
+        return Item.objects.count()
+
+    task()
+    assert connection.connection is None
+    assert wait_for(lambda: in_use() == 0)
+
+
+def test_connection_refuses_an_alias_without_the_hybridpool_engine():
+    with pytest.raises(ImproperlyConfigured, match=r"DATABASES\['stock'\]\['ENGINE'\]"), hybridpool.connection("stock"):
+        pass

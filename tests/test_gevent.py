@@ -1,0 +1,56 @@
+"""gevent cooperation: the green driver never blocks the hub (run under gevent.monkey)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+
+import hybridpool
+from tests.testapp.models import Item
+
+from .conftest import GEVENT, PeakSampler, run_concurrently
+
+pytestmark = pytest.mark.skipif(not GEVENT, reason="needs gevent monkey-patching: python -m gevent.monkey --module pytest")
+
+
+def test_a_ticker_keeps_its_cadence_while_a_query_runs(make_pool):
+    import gevent
+
+    pool = make_pool(min_size=1, max_size=1)
+    pool.wait(5)
+    ticks = []
+
+    def ticker():
+        for _ in range(5):
+            ticks.append(time.monotonic())
+            gevent.sleep(0.1)
+
+    def query():
+        with pool.connection() as conn:
+            conn.execute("SELECT pg_sleep(0.3)")
+
+    gevent.joinall([gevent.spawn(ticker), gevent.spawn(query)], timeout=5, raise_error=True)
+    gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
+    assert len(gaps) == 4
+    assert all(abs(gap - 0.1) <= 0.02 for gap in gaps), gaps
+
+
+def test_the_orm_serves_each_greenlet_its_own_pooled_connection():
+    app = settings.DATABASES["default"]["OPTIONS"]["application_name"]
+    assert type(hybridpool.get_pool()).__name__ == "GreenPool"
+
+    @hybridpool.close_connection
+    def request(i):
+        Item.objects.create(name=f"g{i}")
+        wrapper_id = id(connections["default"])
+        connection.cursor().execute("SELECT pg_sleep(0.02)")
+        return wrapper_id
+
+    with PeakSampler(app) as sampler:
+        wrappers = run_concurrently(request, 40)
+    assert len(set(wrappers)) == 40  # one Django connection per greenlet
+    assert 1 <= sampler.peak <= 4
+    connections.close_all()
