@@ -24,10 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import IO, Any
-
-import httpx
 
 from hybridpool.embedded import create_database, drop_database, server_url
 
@@ -106,9 +106,10 @@ def wait_until_serving(server: subprocess.Popen[bytes], base_url: str, log: IO[b
         if server.poll() is not None:
             raise RuntimeError(f"server exited with status {server.returncode}:\n{read_log(log)}")
         try:
-            if httpx.get(f"{base_url}/stats/", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
+            with urllib.request.urlopen(f"{base_url}/stats/", timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server not serving after {STARTUP_SECONDS} s:\n{read_log(log)}")
