@@ -12,10 +12,12 @@ it before anyone else gets it.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.db.backends.postgresql import base as postgresql
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 from django.utils.asyncio import async_unsafe
@@ -110,3 +112,18 @@ class DatabaseWrapperMixin:
 
 class DatabaseWrapper(DatabaseWrapperMixin, postgresql.DatabaseWrapper):
     """Django's PostgreSQL ``DatabaseWrapper`` with pooled connections."""
+
+
+def _drop_inherited_connections() -> None:
+    """In a forked child, let go of the connections the forking thread held, without closing them.
+
+    They belong to the parent (gunicorn's ``preload_app``): closing one would end the parent's
+    session, using one would mix two processes' traffic on one socket. The child's next query
+    takes a connection from a pool of its own.
+    """
+    for wrapper in connections.all(initialized_only=True):
+        if isinstance(wrapper, DatabaseWrapperMixin) and wrapper.connection is not None:
+            wrapper.connection = None
+
+
+os.register_at_fork(after_in_child=_drop_inherited_connections)
