@@ -11,8 +11,8 @@ from hybridpool.capacity import Backoff, Capacity
 
 INVALID = [
     ({"min_size": -1}, "min_size", "= -1 (int): must be an int >= 0"),
-    ({"max_size": 0}, "max_size", "= 0 (int): must be an int >= 4 (min_size is 4)"),
-    ({"max_size": "10"}, "max_size", "= '10' (str): must be an int >= 4 (min_size is 4)"),
+    ({"max_size": 0}, "max_size", "= 0 (int): must be an int >= 1"),
+    ({"max_size": "10"}, "max_size", "= '10' (str): must be an int >= 1"),
     ({"min_size": 5, "max_size": 2}, "max_size", "= 2 (int): must be an int >= 5 (min_size is 5)"),
     ({"min_size": True}, "min_size", "= True (bool): must be an int >= 0"),
     ({"timeout": 0}, "timeout", "= 0 (int): must be a number of seconds > 0"),
@@ -26,14 +26,26 @@ INVALID = [
     ({"check": "sometimes"}, "check", "= 'sometimes' (str): must be 'auto' or 'always' or 'never'"),
     ({"reset": "discard"}, "reset", "= 'discard' (str): must be 'safe' or 'rollback' or a callable"),
     ({"driver": "eventlet"}, "driver", "= 'eventlet' (str): must be 'auto' or 'gevent' or 'thread'"),
-    ({"nonsense": 1}, "nonsense", ": unknown setting; allowed: check, driver, max_idle"),
+    ({"check": True}, "check", "= True (bool): must be 'auto' or 'always' or 'never' or a callable"),
+    ({"configure": "setup"}, "configure", "= 'setup' (str): must be a callable or None"),
+    ({"num_workers": 0}, "num_workers", "= 0 (int): must be an int >= 1"),
+    ({"name": 5}, "name", "= 5 (int): must be a str or None"),
+    ({"nonsense": 1}, "nonsense", ": unknown setting; allowed: check, configure, driver, max_idle"),
 ]
 
 
-@pytest.mark.parametrize(("settings", "key", "message"), INVALID)
+#: psycopg_pool arguments Django's built-in pool passed on, that hybridpool sets itself.
+NOT_SETTABLE = [
+    ({"kwargs": {}}, "kwargs", ": not a setting with hybridpool: the connection arguments come from"),
+    ({"open": True}, "open", ": not a setting with hybridpool: hybridpool opens a pool at its first use"),
+    ({"connection_class": object}, "connection_class", ": not a setting with hybridpool: Django's backend needs"),
+]
+
+
+@pytest.mark.parametrize(("settings", "key", "message"), INVALID + NOT_SETTABLE)
 def test_invalid_django_pool_option_names_key_value_and_what_is_allowed(settings, key, message):
     with pytest.raises(ImproperlyConfigured) as raised:
-        PoolConfig.from_options(settings, alias="replica")
+        PoolConfig.from_django({"pool": settings}, alias="replica")
     assert str(raised.value).startswith(f"DATABASES['replica']['OPTIONS']['pool'][{key!r}]")
     assert message in str(raised.value)
 
@@ -48,13 +60,17 @@ def test_invalid_keyword_is_refused_before_any_connection(settings, key, message
 
 def test_pool_option_must_be_true_or_a_dict():
     with pytest.raises(ImproperlyConfigured, match=r"\['pool'\] = 'yes' \(str\): must be True or a dict"):
-        PoolConfig.from_options("yes")
+        PoolConfig.from_django({"pool": "yes"})
 
 
 def test_defaults_are_psycopg_pool_s():
-    config = PoolConfig.from_options(True)
-    assert (config.min_size, config.max_size, config.timeout) == (4, 4, 30.0)
+    config = PoolConfig.from_django({"pool": True}, alias="replica")
+    assert (config.min_size, config.max_size, config.timeout, config.name) == (4, 4, 30.0, "replica")
     assert (config.max_lifetime, config.max_idle, config.reset, config.driver) == (3600.0, 600.0, "safe", "auto")
+
+
+def test_a_max_size_below_four_lowers_the_default_min_size():
+    assert (PoolConfig(max_size=2).min_size, PoolConfig(max_size=20).min_size) == (2, 4)
 
 
 def test_conn_max_age_other_than_zero_is_refused_at_first_use():

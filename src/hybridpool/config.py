@@ -1,8 +1,9 @@
 """PoolConfig: the validated settings of one pool.
 
-Built from Django's ``DATABASES[alias]["OPTIONS"]["pool"]`` (the same place and shape as Django's
-built-in pool, so moving from it is a one-word ENGINE change) or from keyword arguments
-(:func:`hybridpool.create_pool`). Every value is checked when the object is built: a wrong one raises
+Built from a DATABASES entry's ``OPTIONS`` (:meth:`PoolConfig.from_django`: ``OPTIONS["pool"]``, the
+place and shape of Django's built-in pool, so moving from it is a one-word ENGINE change, plus the
+peers' settings, :mod:`hybridpool.migration`) or from keyword arguments (:func:`hybridpool.create_pool`).
+Every value is checked when the object is built: a wrong one raises
 :class:`~django.core.exceptions.ImproperlyConfigured` naming the key, the value and what is allowed.
 Defaults are psycopg_pool's, so ``OPTIONS["pool"] = True`` behaves as it does with Django's pool.
 """
@@ -19,14 +20,28 @@ DRIVERS = ("auto", "gevent", "thread")
 CHECKS = ("auto", "always", "never")
 RESETS = ("safe", "rollback")
 
+#: psycopg_pool's default ``min_size``; without ``min_size``, a ``max_size`` below it lowers it.
+DEFAULT_MIN_SIZE = 4
+
+#: psycopg_pool arguments that Django's built-in pool accepted in ``OPTIONS["pool"]`` and that
+#: hybridpool sets itself, with the reason.
+NOT_SETTABLE = {
+    "kwargs": "the connection arguments come from the DATABASES entry (NAME, USER, ..., OPTIONS)",
+    "conninfo": "the connection arguments come from the DATABASES entry (NAME, USER, ..., OPTIONS)",
+    "open": "hybridpool opens a pool at its first use in each process",
+    "connection_class": "Django's backend needs psycopg.Connection",
+    "close_returns": "hybridpool always returns a connection on close(), which is how Django gives it back",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class PoolConfig:
     """The settings of one pool; frozen and validated on creation.
 
-    :param min_size: connections kept open even when idle, opened in the background (conns, >= 0).
+    :param min_size: connections kept open even when idle, opened in the background (conns, >= 0);
+        default 4, or ``max_size`` if that is lower.
     :param max_size: hard cap of server connections per process and alias (conns, >= 1 and
-        >= ``min_size``); ``None`` means ``min_size``, as in psycopg_pool.
+        >= ``min_size``); default ``min_size``, as in psycopg_pool.
     :param timeout: longest wait for a connection before :class:`~psycopg_pool.PoolTimeout` (s, > 0).
     :param max_waiting: callers allowed to wait at once; the next one gets
         :class:`~psycopg_pool.TooManyRequests` at once (callers, 0 = no limit).
@@ -37,68 +52,101 @@ class PoolConfig:
         1 s, before giving up (s, > 0). psycopg_pool's scheme.
     :param check: liveness check on checkout: ``"auto"`` checks with one empty query only a
         connection idle for 1 s or more or whose socket has data pending, ``"always"`` checks every
-        checkout, ``"never"`` checks none.
+        checkout, ``"never"`` checks none; or a callable taking the :class:`psycopg.Connection` and
+        raising if it is broken (psycopg_pool's ``check``, e.g. ``ConnectionPool.check_connection``).
     :param reset: what runs on a returned connection after any open transaction is rolled back:
         ``"safe"`` (``DISCARD ALL``: role, GUCs, advisory locks, temp tables, ``LISTEN``, cursors
         and prepared statements of one borrower never reach the next), ``"rollback"`` (nothing
         more: faster, for code that never changes session state) or a callable taking the
-        :class:`psycopg.Connection`, which must leave it idle.
+        :class:`psycopg.Connection`, which must leave it idle (psycopg_pool's ``reset``).
+    :param configure: called with each new connection, once (psycopg_pool's ``configure``).
+    :param reconnect_failed: called with the pool when connection attempts have failed for
+        ``reconnect_timeout`` seconds (psycopg_pool's ``reconnect_failed``).
+    :param num_workers: background threads of the psycopg_pool driver (psycopg_pool's
+        ``num_workers``, >= 1); the green driver uses greenlets as needed and ignores it.
+    :param name: the pool's name in logs and errors (default: the database alias).
     :param driver: ``"auto"`` (gevent's green driver when gevent has monkey-patched ``threading``,
         else the psycopg_pool driver), ``"gevent"`` or ``"thread"``.
     :raises ImproperlyConfigured: for a value of the wrong type or out of range.
     """
 
-    min_size: int = 4
+    min_size: int | None = None
     max_size: int | None = None
     timeout: float = 30.0
     max_waiting: int = 0
     max_lifetime: float = 3600.0
     max_idle: float = 600.0
     reconnect_timeout: float = 300.0
-    check: str = "auto"
+    check: str | Callable[[Any], None] = "auto"
     reset: str | Callable[[Any], None] = "safe"
+    configure: Callable[[Any], None] | None = None
+    reconnect_failed: Callable[[Any], None] | None = None
+    num_workers: int = 3
+    name: str | None = None
     driver: str = "auto"
 
     def __post_init__(self) -> None:
         self._validate(where="hybridpool setting")
 
     def _validate(self, where: str) -> None:
-        _integer(where, "min_size", self.min_size, minimum=0)
+        if self.max_size is not None:
+            check_int(where, "max_size", self.max_size, minimum=1)
+        if self.min_size is None:
+            default = DEFAULT_MIN_SIZE if self.max_size is None else min(DEFAULT_MIN_SIZE, self.max_size)
+            object.__setattr__(self, "min_size", default)
+        check_int(where, "min_size", self.min_size, minimum=0)
         if self.max_size is None:
             object.__setattr__(self, "max_size", max(self.min_size, 1))
-        _integer(where, "max_size", self.max_size, minimum=max(self.min_size, 1), why=f" (min_size is {self.min_size})")
-        _seconds(where, "timeout", self.timeout)
-        _integer(where, "max_waiting", self.max_waiting, minimum=0)
-        _seconds(where, "max_lifetime", self.max_lifetime)
-        _seconds(where, "max_idle", self.max_idle)
-        _seconds(where, "reconnect_timeout", self.reconnect_timeout)
-        _choice(where, "check", self.check, CHECKS)
+        check_int(where, "max_size", self.max_size, minimum=self.min_size, why=f" (min_size is {self.min_size})")
+        check_seconds(where, "timeout", self.timeout)
+        check_int(where, "max_waiting", self.max_waiting, minimum=0)
+        check_seconds(where, "max_lifetime", self.max_lifetime)
+        check_seconds(where, "max_idle", self.max_idle)
+        check_seconds(where, "reconnect_timeout", self.reconnect_timeout)
+        if not callable(self.check):
+            _choice(where, "check", self.check, CHECKS, extra="or a callable taking the connection")
         if not callable(self.reset):
             _choice(where, "reset", self.reset, RESETS, extra="or a callable taking the connection")
+        for key in ("configure", "reconnect_failed"):
+            if getattr(self, key) is not None and not callable(getattr(self, key)):
+                raise setting_error(where, key, getattr(self, key), "a callable or None")
+        check_int(where, "num_workers", self.num_workers, minimum=1)
+        if self.name is not None and not isinstance(self.name, str):
+            raise setting_error(where, "name", self.name, "a str or None")
         _choice(where, "driver", self.driver, DRIVERS)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | bool | None, *, alias: str = "default") -> PoolConfig:
-        """Build the config from Django's ``OPTIONS["pool"]`` of database ``alias``.
+    def from_django(cls, options: Mapping[str, Any], *, alias: str = "default") -> PoolConfig:
+        """Build the config of database ``alias`` from its DATABASES ``OPTIONS``.
 
-        :param options: ``True``, ``None`` (the defaults) or a dict of the keys above.
-        :raises ImproperlyConfigured: for an unknown key, a wrong type or an impossible value;
-            the message names ``DATABASES[alias]["OPTIONS"]["pool"][key]``.
+        Reads ``OPTIONS["pool"]`` (``True``, absent, or a dict of the keys above) and the peers'
+        settings at the top of ``OPTIONS`` (:func:`hybridpool.migration.translate`).
+
+        :raises ImproperlyConfigured: for an unknown key, a wrong type, an impossible value, or a
+            setting given twice; the message names it, e.g.
+            ``DATABASES['default']['OPTIONS']['pool']['max_size']``.
         """
-        where = f"DATABASES[{alias!r}]['OPTIONS']['pool']"
-        if options is True or options is None:
-            options = {}
-        if not isinstance(options, Mapping):
-            raise ImproperlyConfigured(
-                f"{where} = {options!r} ({type(options).__name__}): must be True or a dict of pool settings"
-            )
-        return cls.from_mapping(options, where=where)
+        from .migration import translate
+
+        where = f"DATABASES[{alias!r}]['OPTIONS']"
+        pool = options.get("pool")
+        if pool is True or pool is None:
+            pool = {}
+        if not isinstance(pool, Mapping):
+            raise setting_error(where, "pool", pool, "True or a dict of pool settings")
+        migrated, _ = translate(options, where)
+        for key in migrated.keys() & pool.keys():
+            raise ImproperlyConfigured(f"{where}['pool'][{key!r}] is also set by a setting of another pool"
+                                       f" in {where}; keep one of them")
+        return cls.from_mapping({"name": alias, **migrated, **pool}, where=f"{where}['pool']")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any], *, where: str = "hybridpool setting") -> PoolConfig:
         """Build the config from keyword settings; ``where`` prefixes every error message."""
         known = {f.name for f in dataclasses.fields(cls)}
         for key in options:
+            if key in NOT_SETTABLE:
+                raise ImproperlyConfigured(f"{_name(where, key)}: not a setting with hybridpool: {NOT_SETTABLE[key]}")
             if key not in known:
                 raise ImproperlyConfigured(f"{_name(where, key)}: unknown setting; allowed: {', '.join(sorted(known))}")
         config = object.__new__(cls)
@@ -112,21 +160,26 @@ def _name(where: str, key: str) -> str:
     return f"{where}[{key!r}]" if where.endswith("]") else f"{where} {key!r}"
 
 
-def _error(where: str, key: str, value: Any, allowed: str) -> ImproperlyConfigured:
+def setting_error(where: str, key: str, value: Any, allowed: str) -> ImproperlyConfigured:
+    """The error for setting ``key`` of ``where`` having ``value``: it must be ``allowed``."""
     return ImproperlyConfigured(f"{_name(where, key)} = {value!r} ({type(value).__name__}): must be {allowed}")
 
 
-def _integer(where: str, key: str, value: Any, *, minimum: int, why: str = "") -> None:
+def check_int(where: str, key: str, value: Any, *, minimum: int, why: str = "") -> int:
+    """Return ``value`` if it is an int (not a bool) >= ``minimum``; else raise :func:`setting_error`."""
     if type(value) is not int or value < minimum:
-        raise _error(where, key, value, f"an int >= {minimum}{why}")
+        raise setting_error(where, key, value, f"an int >= {minimum}{why}")
+    return value
 
 
-def _seconds(where: str, key: str, value: Any) -> None:
-    if type(value) not in (int, float) or not value > 0 or value == float("inf"):
-        raise _error(where, key, value, "a number of seconds > 0 (int or float)")
+def check_seconds(where: str, key: str, value: Any) -> float:
+    """Return ``value`` if it is a finite number of seconds > 0; else raise :func:`setting_error`."""
+    if type(value) not in (int, float) or not 0 < value < float("inf"):
+        raise setting_error(where, key, value, "a number of seconds > 0 (int or float)")
+    return value
 
 
 def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...], extra: str = "") -> None:
-    if value not in allowed or not isinstance(value, str):
+    if not isinstance(value, str) or value not in allowed:
         choices = " or ".join(repr(a) for a in allowed)
-        raise _error(where, key, value, f"{choices} {extra}".strip())
+        raise setting_error(where, key, value, f"{choices} {extra}".strip())

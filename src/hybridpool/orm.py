@@ -8,6 +8,7 @@ django-db-geventpool's decorator, for code moving from it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -90,7 +91,7 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool:
         # Django's cursor class is synchronous: pick the async one of the same binding.
         server_side = wrapper.settings_dict["OPTIONS"].get("server_side_binding") is True
         kwargs["cursor_factory"] = psycopg.AsyncCursor if server_side else psycopg.AsyncClientCursor
-        return LoopPool(kwargs=kwargs, config=wrapper.pool_config, name=f"{alias} (async)")
+        return LoopPool(kwargs=kwargs, config=dataclasses.replace(wrapper.pool_config, name=f"{alias} (async)"))
 
     return await registry.aget_or_create(alias, make_pool)
 

@@ -22,6 +22,26 @@ def gevent_active() -> bool:
     return monkey is not None and monkey.is_module_patched("threading")
 
 
+def gevent_blocking(forced: bool = False) -> str | None:
+    """Say why psycopg would block gevent's hub in this process, or None if it will not.
+
+    psycopg waits cooperatively only if gevent has patched ``select`` before psycopg was imported
+    (it picks its wait function at import). Checked when gevent has patched ``threading`` (the
+    green driver's runtime), or always if ``forced`` (``driver="gevent"``).
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if not forced and not (monkey is not None and monkey.is_module_patched("threading")):
+        return None
+    if monkey is None or not (monkey.is_module_patched("select") and monkey.is_module_patched("socket")):
+        return ("the green driver serves this process but gevent has not patched select and socket:"
+                " psycopg's queries and connects block every greenlet")
+    waiting = sys.modules.get("psycopg.waiting")
+    if waiting is not None and waiting.wait is getattr(waiting, "wait_c", None):
+        return ("psycopg was imported before gevent patched select: it waits with its C function,"
+                " and each query blocks every greenlet until it ends")
+    return None
+
+
 def driver_for(config: PoolConfig) -> str:
     """Return ``"gevent"`` or ``"thread"``: the ``driver`` setting, or the runtime's for ``"auto"``."""
     if config.driver != "auto":

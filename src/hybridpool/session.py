@@ -65,19 +65,54 @@ def needs_check(conn: psycopg.BaseConnection[Any], policy: str = "auto") -> bool
     return not (policy == "auto" and monotonic() - used_at(conn) < RECENT and _socket_quiet(conn))
 
 
-def check_connection(conn: psycopg.Connection[Any], policy: str = "auto") -> None:
+def check_connection(conn: psycopg.Connection[Any], policy: str | Callable[..., Any] = "auto") -> None:
     """Check that ``conn`` works before it is lent; the contract of psycopg_pool's ``check``.
+
+    ``policy`` is the ``check`` setting: one of :func:`needs_check`'s, or a callable doing the check.
 
     :raises psycopg.OperationalError: if the connection is broken.
     """
-    if needs_check(conn, policy):
+    if callable(policy):
+        policy(conn)
+    elif needs_check(conn, policy):
         conn.execute("")  # every idle pooled connection is in autocommit: no BEGIN
 
 
-async def acheck_connection(conn: psycopg.AsyncConnection[Any], policy: str = "auto") -> None:
-    """The async twin of :func:`check_connection`."""
-    if needs_check(conn, policy):
+async def acheck_connection(conn: psycopg.AsyncConnection[Any], policy: str | Callable[..., Any] = "auto") -> None:
+    """The async twin of :func:`check_connection`; a callable ``policy`` may be a coroutine function."""
+    if callable(policy):
+        if inspect.isawaitable(result := policy(conn)):
+            await result
+    elif needs_check(conn, policy):
         await conn.execute("")
+
+
+def make_configure(configure: Callable[..., Any] | None) -> Callable[[psycopg.Connection[Any]], None]:
+    """Return what runs on each new connection: stamp it as used, then the ``configure`` setting.
+
+    :raises psycopg.ProgrammingError: ``configure`` left the connection in a transaction.
+    """
+
+    def configure_connection(conn: psycopg.Connection[Any]) -> None:
+        mark_used(conn)
+        if configure is not None:
+            configure(conn)
+            _check_idle(conn, configure)
+
+    return configure_connection
+
+
+def make_aconfigure(configure: Callable[..., Any] | None) -> Callable[[psycopg.AsyncConnection[Any]], Any]:
+    """The async twin of :func:`make_configure`; ``configure`` may be a coroutine function."""
+
+    async def configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+        mark_used(conn)
+        if configure is not None:
+            if inspect.isawaitable(result := configure(conn)):
+                await result
+            _check_idle(conn, configure)
+
+    return configure_connection
 
 
 def rollback_or_refuse(conn: psycopg.Connection[Any]) -> bool:
@@ -168,6 +203,6 @@ def make_areset(reset: str | Callable[..., Any]) -> Callable[[psycopg.AsyncConne
     return reset_connection
 
 
-def _check_idle(conn: psycopg.BaseConnection[Any], reset: Any) -> None:
+def _check_idle(conn: psycopg.BaseConnection[Any], function: Any) -> None:
     if conn.pgconn.transaction_status != TransactionStatus.IDLE:
-        raise psycopg.ProgrammingError(f"the reset function {reset!r} left the connection in a transaction")
+        raise psycopg.ProgrammingError(f"{function!r} left the connection in a transaction")

@@ -24,8 +24,7 @@ from .. import session
 from ..config import PoolConfig
 
 
-def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, name: str | None,
-                   *, asynchronous: bool) -> dict[str, Any]:
+def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchronous: bool) -> dict[str, Any]:
     """Map a :class:`PoolConfig` onto psycopg_pool's constructor arguments.
 
     Idle pooled connections are kept in autocommit (Django sets its own mode on checkout), and
@@ -33,15 +32,17 @@ def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, name: str 
     that is what Django's ``connection.close()`` calls.
     """
     if asynchronous:
-        check, reset, configure = session.acheck_connection, session.make_areset, _amark_used
+        check, reset, configure = session.acheck_connection, session.make_areset, session.make_aconfigure
     else:
-        check, reset, configure = session.check_connection, session.make_reset, session.mark_used
+        check, reset, configure = session.check_connection, session.make_reset, session.make_configure
     return {
         "kwargs": {**(kwargs or {}), "autocommit": True},
-        "name": name,
-        "configure": configure,
+        "name": config.name,
+        "configure": configure(config.configure),
         "check": None if config.check == "never" else partial(check, policy=config.check),
         "reset": reset(config.reset),
+        "reconnect_failed": config.reconnect_failed,
+        "num_workers": config.num_workers,
         "close_returns": True,
         "min_size": config.min_size,
         "max_size": config.max_size,
@@ -72,17 +73,16 @@ class ThreadPool(ConnectionPool, base.Pool):
 
     :param conninfo: libpq connection string.
     :param kwargs: :func:`psycopg.connect` keyword arguments.
-    :param config: the pool settings (default: ``PoolConfig()``).
-    :param name: the pool's name, in logs and errors.
+    :param config: the pool settings (default: ``PoolConfig()``); its ``name`` names the pool.
     :param open: open now (psycopg_pool's meaning).
     :ivar pid: the process the pool belongs to; a forked child cannot use it.
     """
 
     def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
-                 config: PoolConfig | None = None, name: str | None = None, open: bool = False) -> None:
+                 config: PoolConfig | None = None, open: bool = False) -> None:
         self.config = config or PoolConfig()
         self.pid = os.getpid()
-        super().__init__(conninfo, open=open, **pool_arguments(self.config, kwargs, name, asynchronous=False))
+        super().__init__(conninfo, open=open, **pool_arguments(self.config, kwargs, asynchronous=False))
 
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
@@ -103,10 +103,10 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
     """
 
     def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
-                 config: PoolConfig | None = None, name: str | None = None) -> None:
+                 config: PoolConfig | None = None) -> None:
         self.config = config or PoolConfig()
         self.pid = os.getpid()
-        super().__init__(conninfo, open=False, **pool_arguments(self.config, kwargs, name, asynchronous=True))
+        super().__init__(conninfo, open=False, **pool_arguments(self.config, kwargs, asynchronous=True))
 
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
         """Take a connection; see :meth:`hybridpool.AsyncPool.getconn`."""
@@ -117,7 +117,3 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
         """Give back a connection; in a forked child, drop the parent's connection untouched."""
         if self.pid == os.getpid():
             await super().putconn(conn)
-
-
-async def _amark_used(conn: psycopg.AsyncConnection[Any]) -> None:
-    session.mark_used(conn)

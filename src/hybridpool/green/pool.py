@@ -29,6 +29,7 @@ from .. import pool as base
 from .. import session
 from ..capacity import Backoff, Capacity, expiry
 from ..config import PoolConfig
+from ..runtime import gevent_blocking
 
 logger = logging.getLogger("hybridpool")
 
@@ -43,8 +44,7 @@ class GreenPool(base.Pool):
 
     :param conninfo: libpq connection string.
     :param kwargs: :func:`psycopg.connect` keyword arguments (``autocommit`` is forced on).
-    :param config: the pool settings (default: ``PoolConfig()``).
-    :param name: the pool's name, in logs and errors.
+    :param config: the pool settings (default: ``PoolConfig()``); its ``name`` names the pool.
     :param open: open now.
     :ivar pid: the process the pool belongs to; a forked child cannot use it.
     """
@@ -53,11 +53,11 @@ class GreenPool(base.Pool):
     close_returns = True
 
     def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
-                 config: PoolConfig | None = None, name: str | None = None, open: bool = False) -> None:
+                 config: PoolConfig | None = None, open: bool = False) -> None:
         self.config = config = config or PoolConfig()
         self.conninfo = conninfo
         self.kwargs = {**(kwargs or {}), "autocommit": True}
-        self.name = name or f"pool-{next(_names)}"
+        self.name = config.name or f"pool-{next(_names)}"
         self.min_size = config.min_size
         self.max_size = config.max_size
         self.timeout = config.timeout
@@ -66,11 +66,14 @@ class GreenPool(base.Pool):
             config.min_size, config.max_size, config.max_waiting
         )
         self._reset = session.make_reset(config.reset)
+        self._configure = session.make_configure(config.configure)
         self._stats: Counter[str] = Counter()
         self._opened = 0  # connections established and not closed
         self._filled = gevent.event.Event()  # set once min_size connections are established
         self._closed = True
         self._maintenance: gevent.Greenlet | None = None
+        if reason := gevent_blocking(forced=True):
+            logger.warning("pool %r: %s", self.name, reason)
         if open:
             self.open()
 
@@ -226,7 +229,13 @@ class GreenPool(base.Pool):
         conn._pool = self  # psycopg's mark of a pooled connection (close_returns, no ResourceWarning)
         conn._created_at = now
         conn._expire_at = expiry(now, self.config.max_lifetime)
-        session.mark_used(conn)
+        try:
+            self._configure(conn)
+        except BaseException:
+            self._stats[base.CONNECTIONS_ERRORS] += 1
+            conn._pool = None
+            conn.close()
+            raise
         return conn
 
     def _add_connection(self, growing: bool = False, backoff: Backoff | None = None) -> None:
@@ -241,6 +250,8 @@ class GreenPool(base.Pool):
                 self._cap.release()
                 if growing:
                     self._cap.growing = False
+                if self.config.reconnect_failed is not None and not self._closed:
+                    self.config.reconnect_failed(self)
             else:
                 logger.warning("pool %r failed to connect, retrying in %.1f s: %s", self.name, delay, ex)
                 gevent.spawn_later(delay, self._add_connection, growing, backoff)

@@ -12,19 +12,25 @@ it before anyone else gets it.
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cached_property
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 from django.utils.asyncio import async_unsafe
 
-from ... import registry, runtime
+from ... import checks, registry, runtime  # noqa: F401 - checks registers the system checks
 from ...config import PoolConfig
+from ...migration import PEER_KEYS, translate
 from ...pool import Pool
+from .creation import DatabaseCreation
+
+logger = logging.getLogger("hybridpool")
 
 
 class DatabaseWrapperMixin:
@@ -36,13 +42,23 @@ class DatabaseWrapperMixin:
     #: Django's own pool (built from the same ``OPTIONS["pool"]``) stays off: hybridpool serves it.
     pool = None
 
+    #: Test databases are created, cloned and destroyed with this alias's pools closed.
+    creation_class = DatabaseCreation
+
     @cached_property
     def pool_config(self) -> PoolConfig:
-        """The validated ``OPTIONS["pool"]`` of this alias.
+        """The validated pool settings of this alias: ``OPTIONS["pool"]`` and the peers' settings.
 
         :raises ImproperlyConfigured: for a wrong pool setting.
         """
-        return PoolConfig.from_options(self.settings_dict["OPTIONS"].get("pool"), alias=self.alias)
+        return PoolConfig.from_django(self.settings_dict["OPTIONS"], alias=self.alias)
+
+    def get_connection_params(self) -> dict[str, Any]:
+        """Django's connection parameters, less the peers' pool settings (not libpq parameters)."""
+        params = super().get_connection_params()  # type: ignore[misc]
+        for key in PEER_KEYS & params.keys():
+            del params[key]
+        return params
 
     @cached_property
     def isolation_level_option(self) -> IsolationLevel | None:
@@ -80,10 +96,22 @@ class DatabaseWrapperMixin:
         return registry.get_or_create(self.alias, driver, lambda: self.make_pool(driver))
 
     def make_pool(self, driver: str) -> Pool:
-        """Build a (closed) pool for this alias from its settings; the registry opens it."""
-        return runtime.pool_class(driver)(
-            kwargs=self.get_connection_params(), config=self.pool_config, name=self.alias
-        )
+        """Build a (closed) pool for this alias from its settings; the registry opens it.
+
+        Logs, once per pool, how the peers' settings in ``OPTIONS`` were read.
+        """
+        where = f"DATABASES[{self.alias!r}]['OPTIONS']"
+        for note in translate(self.settings_dict["OPTIONS"], where)[1]:
+            logger.info("%s: %s", where, note)
+        return runtime.pool_class(driver)(kwargs=self.get_connection_params(), config=self.pool_config)
+
+    def close_pool(self) -> None:
+        """Close this process's pools of this alias; the next connection builds new ones.
+
+        Django calls it when ``TIME_ZONE`` or ``USE_TZ`` change (new connections must carry the
+        new time zone) and hybridpool's :class:`DatabaseCreation` around test-database steps.
+        """
+        registry.close_all(self.alias)
 
     @async_unsafe
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -92,6 +120,10 @@ class DatabaseWrapperMixin:
         :raises django.db.OperationalError: ``PoolTimeout``, ``TooManyRequests`` or
             ``PoolClosed``, wrapped by Django.
         """
+        if self.alias == NO_DB_ALIAS:
+            # Django's short-lived maintenance connection (to the "postgres" database, to create
+            # or drop databases): not pooled, as with Django's own pool.
+            return super().get_new_connection(conn_params)  # type: ignore[misc]
         level = self.isolation_level_option
         # As Django's backend: READ COMMITTED unless OPTIONS say otherwise, set before autocommit.
         self.isolation_level = IsolationLevel.READ_COMMITTED if level is None else level

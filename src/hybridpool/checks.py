@@ -1,0 +1,104 @@
+"""System checks (``manage.py check``): what would make hybridpool misbehave, said before it does.
+
+Registered when this module is imported: by the ENGINE, and at start-up when ``"hybridpool"`` is
+in ``INSTALLED_APPS`` (so that ``manage.py check`` sees them before any database is used).
+
+| id | what |
+|---|---|
+| ``hybridpool.E001`` | ``CONN_MAX_AGE`` is not 0 |
+| ``hybridpool.E002`` | a pool setting is wrong |
+| ``hybridpool.W001`` | a gevent deployment in which psycopg would block the hub |
+| ``hybridpool.W002`` | ``max_size`` x workers exceeds the server's ``max_connections`` (``check --database``) |
+| ``hybridpool.W003`` | ``ATOMIC_REQUESTS`` holds a pooled connection for every whole request |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+
+from .config import PoolConfig
+from .runtime import gevent_blocking
+
+ENGINES = ("hybridpool.backends.postgresql", "hybridpool.backends.postgis")
+
+#: The environment variable gunicorn and uvicorn read their worker count from.
+WORKERS_VARIABLE = "WEB_CONCURRENCY"
+
+
+def _pooled_databases(aliases: Any = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    for alias, entry in connections.settings.items():
+        if entry["ENGINE"] in ENGINES and (aliases is None or alias in aliases):
+            yield alias, entry
+
+
+@checks.register("hybridpool")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E001, E002, W001 and W003: the settings, with no database access."""
+    messages: list[checks.CheckMessage] = []
+    drivers = set()
+    for alias, entry in _pooled_databases():
+        if entry["CONN_MAX_AGE"] != 0:
+            messages.append(checks.Error(
+                f"DATABASES[{alias!r}]['CONN_MAX_AGE'] = {entry['CONN_MAX_AGE']!r}: must be 0 with {entry['ENGINE']!r}",
+                hint="The pool keeps connections open and lends one per request; a persistent connection per"
+                     " thread or greenlet is what it replaces. Set CONN_MAX_AGE to 0.",
+                id="hybridpool.E001",
+            ))
+        try:
+            config = PoolConfig.from_django(entry["OPTIONS"], alias=alias)
+        except ImproperlyConfigured as ex:
+            messages.append(checks.Error(str(ex), hint="See the settings table in hybridpool's README.",
+                                         id="hybridpool.E002"))
+            continue
+        drivers.add(config.driver)
+        if entry["ATOMIC_REQUESTS"]:
+            messages.append(checks.Warning(
+                f"DATABASES[{alias!r}]['ATOMIC_REQUESTS'] = True: every request holds a pooled connection from"
+                f" its start to its end, the time spent outside the database included, so at most"
+                f" max_size={config.max_size} requests run at once per process",
+                hint="Wrap only the database work in transaction.atomic(), or size max_size for the requests"
+                     " that run at once.",
+                id="hybridpool.W003",
+            ))
+    if drivers and (reason := gevent_blocking(forced="gevent" in drivers)):
+        messages.append(checks.Warning(reason, hint=(
+            "Monkey-patch the process before anything imports psycopg or Django: gunicorn's gevent worker"
+            " does it when preload_app is off; in a script, call gevent.monkey.patch_all() first."),
+            id="hybridpool.W001"))
+    return messages
+
+
+@checks.register(checks.Tags.database)
+def check_server_capacity(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W002, with ``check --database``: the pools of every worker fit the server's connections."""
+    messages: list[checks.CheckMessage] = []
+    try:
+        workers = max(int(os.environ.get(WORKERS_VARIABLE, "1")), 1)
+    except ValueError:
+        workers = 1
+    for alias, entry in _pooled_databases(databases or ()):
+        try:
+            config = PoolConfig.from_django(entry["OPTIONS"], alias=alias)
+        except ImproperlyConfigured:
+            continue  # E002 says it
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT current_setting('max_connections')::int,"
+                           " current_setting('superuser_reserved_connections')::int")
+            max_connections, reserved = cursor.fetchone()
+        connections[alias].close()
+        if config.max_size * workers > max_connections - reserved:
+            messages.append(checks.Warning(
+                f"DATABASES[{alias!r}]: max_size={config.max_size} x {workers} worker processes"
+                f" ({WORKERS_VARIABLE}) = {config.max_size * workers} connections, more than the server's"
+                f" max_connections={max_connections} less {reserved} reserved",
+                hint="Lower max_size or the workers, or raise max_connections. An ASGI worker has two pools"
+                     " per alias (the ORM's and the event loop's), each up to max_size.",
+                id="hybridpool.W002",
+            ))
+    return messages
