@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from hybridpool import close_all, create_pool, embedded
+from hybridpool.migration import PEER_KEYS
 from hybridpool.runtime import gevent_active
 
 GEVENT = gevent_active()
@@ -46,9 +47,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _state.update(server=server, conninfo=conninfo)
 
     def database(**options: Any) -> dict[str, Any]:
-        pool = {"min_size": 1, "max_size": 4, "timeout": 5, **options.pop("pool", {})}
         app = {"application_name": f"hp-{uuid.uuid4().hex[:10]}"}
-        return embedded.django_settings(conninfo, OPTIONS={**app, **options, "pool": pool})
+        if not PEER_KEYS & options.keys():  # an entry written for another pool has no "pool" dict
+            options["pool"] = {"min_size": 1, "max_size": 4, "timeout": 5, **options.get("pool", {})}
+        return embedded.django_settings(conninfo, OPTIONS={**app, **options})
 
     settings.configure(
         DATABASES={
@@ -58,6 +60,11 @@ def pytest_configure(config: pytest.Config) -> None:
             "ssb": database(server_side_binding=True),
             "tiny": database(pool={"min_size": 0, "max_size": 1, "timeout": 0.3}),
             "asyncapp": database(pool={"min_size": 0, "max_size": 3}),
+            "replica": database(pool={"min_size": 0, "max_size": 2}),
+            "testdb": database(),
+            "atomic": {**database(), "ATOMIC_REQUESTS": True},
+            "forcedgevent": database(pool={"driver": "gevent"}),
+            "geventpool": database(MAX_CONNS=3, REUSE_CONNS=1),
             "aged": {**database(), "CONN_MAX_AGE": 60},
             "badpool": database(pool={"max_size": "10"}),
             "stock": {**database(), "ENGINE": "django.db.backends.postgresql"},
