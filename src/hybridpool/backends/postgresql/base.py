@@ -17,6 +17,7 @@ import os
 from functools import cached_property
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
@@ -153,6 +154,8 @@ def _drop_inherited_connections() -> None:
     session, using one would mix two processes' traffic on one socket. The child's next query
     takes a connection from a pool of its own.
     """
+    if not settings.configured:  # a fork before Django is set up holds no connection
+        return
     for wrapper in connections.all(initialized_only=True):
         if isinstance(wrapper, DatabaseWrapperMixin) and wrapper.connection is not None:
             wrapper.connection = None
