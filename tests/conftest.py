@@ -22,6 +22,7 @@ import pytest
 from hybridpool import close_all, create_pool, embedded
 from hybridpool.migration import PEER_KEYS
 from hybridpool.runtime import gevent_active
+from tests import gis  # PostGIS tests (tests/test_postgis.py)
 
 GEVENT = gevent_active()
 DRIVERS = ["gevent"] if GEVENT else ["thread"]
@@ -74,6 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
         TIME_ZONE="UTC",
         LOGGING_CONFIG=None,
     )
+    gis.configure(settings, server, _stack)  # PostGIS tests: the "gis" alias and GIS apps, when available
     django.setup()
 
     from django.db import connection
@@ -92,6 +94,10 @@ def _drop_role(conninfo: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f"DROP OWNED BY {ROLE}")
         conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.write_line(gis.report_line())  # PostGIS tests: where they run, or why they are skipped
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
