@@ -62,8 +62,16 @@ def configure(settings: Any, main_server: str, stack: contextlib.ExitStack) -> N
         conninfo, ENGINE="hybridpool.backends.postgis", OPTIONS={"application_name": app, "pool": pool}
     )
     settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "django.contrib.gis", "tests.gisapp"]
+    settings.DATABASE_ROUTERS = [*settings.DATABASE_ROUTERS, f"{__name__}.GisRouter"]
     where = f"database {dbname} on {source} {_display(server)} (PostGIS {version}, {libraries})"
     status.update(skip="", where=where, conninfo=conninfo)
+
+
+class GisRouter:
+    """Geometry tables live on the ``gis`` alias only: the other aliases are plain PostgreSQL."""
+
+    def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool | None:
+        return db == ALIAS if app_label == "gisapp" else None
 
 
 def report_line() -> str:
