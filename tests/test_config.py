@@ -30,7 +30,8 @@ INVALID = [
     ({"configure": "setup"}, "configure", "= 'setup' (str): must be a callable or None"),
     ({"num_workers": 0}, "num_workers", "= 0 (int): must be an int >= 1"),
     ({"name": 5}, "name", "= 5 (int): must be a str or None"),
-    ({"nonsense": 1}, "nonsense", ": unknown setting; allowed: check, configure, driver, max_idle"),
+    ({"nonsense": 1}, "nonsense", ": unknown setting; allowed: check, configure, driver, leak_timeout, max_idle"),
+    ({"leak_timeout": -1}, "leak_timeout", "= -1 (int): must be a number of seconds >= 0 (0: off)"),
 ]
 
 

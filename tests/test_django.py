@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 
 import psycopg
 import pytest
@@ -210,3 +211,13 @@ def test_close_connection_decorator_returns_what_the_function_took():
 def test_connection_refuses_an_alias_without_the_hybridpool_engine():
     with pytest.raises(ImproperlyConfigured, match=r"DATABASES\['stock'\]\['ENGINE'\]"), hybridpool.connection("stock"):
         pass
+
+
+def test_orm_workers_that_never_give_back_their_connection_do_not_exhaust_the_pool():
+    def stray(i):  # the ORM outside any request; the connection is never closed
+        return Item.objects.filter(name=f"stray-{i}").count()
+
+    started = time.monotonic()
+    assert run_concurrently(stray, 50) == [0] * 50  # max_size=4, timeout=5: served as borrowers end
+    assert time.monotonic() - started < 5
+    assert wait_for(lambda: in_use() == 0)

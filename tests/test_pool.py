@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -255,3 +256,27 @@ def test_stats_use_psycopg_pool_keys(make_pool):
     assert STATS_KEYS <= stats.keys()
     assert stats["pool_min"] == 1 and stats["pool_max"] == 2
     assert stats["requests_num"] >= 1
+
+
+def test_connections_left_by_ended_borrowers_are_reclaimed(make_pool):
+    pool = make_pool(max_size=3, timeout=10)
+
+    def forget(i):  # takes a connection and ends without giving it back
+        conn = pool.getconn()
+        return conn.execute("SELECT %s::int", [i]).fetchone()[0]
+
+    started = time.monotonic()
+    assert run_concurrently(forget, 12) == list(range(12))  # 4 rounds of 3, served as strays come back
+    assert time.monotonic() - started < 8
+    assert wait_for(lambda: pool.get_stats()["pool_available"] == pool.get_stats()["pool_size"])
+    assert server_connections(pool.app) <= 3
+
+
+def test_leak_timeout_reports_the_borrower_s_stack(make_pool, caplog):
+    pool = make_pool(max_size=1, leak_timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="hybridpool"), pool.connection():
+        assert wait_for(lambda: any("held for" in r.getMessage() for r in caplog.records), timeout=3)
+    (report,) = [r.getMessage() for r in caplog.records if "held for" in r.getMessage()]
+    assert f"a connection of pool {pool.name!r} has been held for" in report
+    assert "(leak_timeout=0.2)" in report
+    assert "test_leak_timeout_reports_the_borrower_s_stack" in report  # where it was taken

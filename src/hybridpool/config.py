@@ -59,6 +59,9 @@ class PoolConfig:
         and prepared statements of one borrower never reach the next), ``"rollback"`` (nothing
         more: faster, for code that never changes session state) or a callable taking the
         :class:`psycopg.Connection`, which must leave it idle (psycopg_pool's ``reset``).
+    :param leak_timeout: log a WARNING with the borrower's stack when a connection is held longer
+        than this (s, >= 0; 0 = off). Connections whose borrower ended without giving them back
+        are reclaimed whatever this is.
     :param configure: called with each new connection, once (psycopg_pool's ``configure``).
     :param reconnect_failed: called with the pool when connection attempts have failed for
         ``reconnect_timeout`` seconds (psycopg_pool's ``reconnect_failed``).
@@ -79,6 +82,7 @@ class PoolConfig:
     reconnect_timeout: float = 300.0
     check: str | Callable[[Any], None] = "auto"
     reset: str | Callable[[Any], None] = "safe"
+    leak_timeout: float = 0.0
     configure: Callable[[Any], None] | None = None
     reconnect_failed: Callable[[Any], None] | None = None
     num_workers: int = 3
@@ -103,6 +107,8 @@ class PoolConfig:
         check_seconds(where, "max_lifetime", self.max_lifetime)
         check_seconds(where, "max_idle", self.max_idle)
         check_seconds(where, "reconnect_timeout", self.reconnect_timeout)
+        if type(self.leak_timeout) not in (int, float) or not 0 <= self.leak_timeout < float("inf"):
+            raise setting_error(where, "leak_timeout", self.leak_timeout, "a number of seconds >= 0 (0: off)")
         if not callable(self.check):
             _choice(where, "check", self.check, CHECKS, extra="or a callable taking the connection")
         if not callable(self.reset):

@@ -11,6 +11,9 @@ the shared check and reset (:mod:`hybridpool.session`) and words the errors like
 from __future__ import annotations
 
 import os
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -22,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooMa
 from .. import pool as base
 from .. import session
 from ..config import PoolConfig
+from ..leases import Leases, maintenance_interval, reclaim
 
 
 def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchronous: bool) -> dict[str, Any]:
@@ -68,6 +72,10 @@ def _getconn_errors(pool: ThreadPool | LoopPool, timeout: float | None) -> Itera
         raise base.too_many_requests_error(pool.name, pool.get_stats(), pool.max_waiting) from None
 
 
+#: How long after its thread-local storage is cleared an ending thread stops being alive.
+THREAD_EXIT_SECONDS = 0.01
+
+
 class ThreadPool(ConnectionPool, base.Pool):
     """A :class:`psycopg_pool.ConnectionPool` configured by a :class:`PoolConfig`.
 
@@ -82,17 +90,46 @@ class ThreadPool(ConnectionPool, base.Pool):
                  config: PoolConfig | None = None, open: bool = False) -> None:
         self.config = config or PoolConfig()
         self.pid = os.getpid()
+        self._borrower_ended = threading.Event()
+        self.leases = Leases(self.config.leak_timeout, wake=self._borrower_ended.set)
+        self._watcher: threading.Thread | None = None
         super().__init__(conninfo, open=open, **pool_arguments(self.config, kwargs, asynchronous=False))
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool (psycopg_pool's ``open``) and start watching for stray borrowers."""
+        super().open(wait, timeout)
+        if self._watcher is None:
+            self._watcher = threading.Thread(
+                target=_watch, args=(weakref.ref(self), self._borrower_ended, maintenance_interval(self.config)),
+                name=f"hybridpool-watch-{self.name}", daemon=True)
+            self._watcher.start()
 
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
         with _getconn_errors(self, timeout):
-            return super().getconn(timeout)
+            conn = super().getconn(timeout)
+        self.leases.lend(conn)
+        return conn
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:
         """Give back a connection; in a forked child, drop the parent's connection untouched."""
         if self.pid == os.getpid():
+            self.leases.end(conn)
             super().putconn(conn)
+
+
+def _watch(ref: weakref.ref[ThreadPool], borrower_ended: threading.Event, interval: float) -> None:
+    """Reclaim the connections of ended borrowers when one ends, and every ``interval`` seconds,
+    while the pool is open; holds only a weak reference, so a forgotten pool can be collected."""
+    while True:
+        if borrower_ended.wait(interval):
+            borrower_ended.clear()
+            time.sleep(THREAD_EXIT_SECONDS)  # the ending thread is still alive while its locals go
+        pool = ref()
+        if pool is None or pool.closed or pool.pid != os.getpid():
+            return
+        reclaim(pool, pool.leases)
+        del pool
 
 
 class LoopPool(AsyncConnectionPool, base.AsyncPool):

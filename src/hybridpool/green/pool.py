@@ -29,6 +29,7 @@ from .. import pool as base
 from .. import session
 from ..capacity import Backoff, Capacity, expiry
 from ..config import PoolConfig
+from ..leases import Leases, maintenance_interval, reclaim
 from ..runtime import gevent_blocking
 
 logger = logging.getLogger("hybridpool")
@@ -68,6 +69,9 @@ class GreenPool(base.Pool):
         self._reset = session.make_reset(config.reset)
         self._configure = session.make_configure(config.configure)
         self._stats: Counter[str] = Counter()
+        self._borrower_ended = gevent.event.Event()
+        self.leases = Leases(config.leak_timeout, borrower=lambda: weakref.ref(gevent.getcurrent()),
+                             wake=self._borrower_ended.set)
         self._opened = 0  # connections established and not closed
         self._filled = gevent.event.Event()  # set once min_size connections are established
         self._closed = True
@@ -90,7 +94,8 @@ class GreenPool(base.Pool):
         """
         if self._closed:
             self._closed = False
-            self._maintenance = gevent.spawn(_maintain, weakref.ref(self), self._maintenance_interval())
+            self._maintenance = gevent.spawn(_maintain, weakref.ref(self), self._borrower_ended,
+                                             self._maintenance_interval())
             self._grow()
             logger.info("pool %r opened: min_size=%s, max_size=%s", self.name, self.min_size, self.max_size)
         if wait:
@@ -143,6 +148,7 @@ class GreenPool(base.Pool):
                 self._grow()
                 continue
             setattr(conn, LENT_AT, monotonic())
+            self.leases.lend(conn)
             return conn
 
     def _wait_for_connection(self, deadline: float, wait: float) -> psycopg.Connection[Any]:
@@ -187,6 +193,7 @@ class GreenPool(base.Pool):
             return
         if getattr(conn, "_pool", None) is not self:
             raise ValueError(f"can't return connection to pool {self.name!r}, it doesn't belong to it")
+        self.leases.end(conn)
         self._stats[base.USAGE_MS] += int(1000.0 * (monotonic() - getattr(conn, LENT_AT, monotonic())))
         if self._closed:
             self._close_connection(conn)
@@ -286,10 +293,12 @@ class GreenPool(base.Pool):
     # -- maintenance
 
     def _maintenance_interval(self) -> float:
-        return min(1.0, self.config.max_idle / 2, self.config.max_lifetime / 2)
+        return maintenance_interval(self.config)
 
     def _maintain(self) -> None:
-        """Close idle connections above ``min_size`` unused for ``max_idle`` and expired ones."""
+        """Take back what ended borrowers left; close idle connections above ``min_size`` unused for
+        ``max_idle``, and expired ones."""
+        reclaim(self, self.leases)
         now = monotonic()
         for conn in self._cap.trim_idle(now - self.config.max_idle, session.used_at):
             logger.info("closing a connection of pool %r idle for %.1f s", self.name, now - session.used_at(conn))
@@ -330,11 +339,12 @@ class GreenPool(base.Pool):
         return stats
 
 
-def _maintain(ref: weakref.ref[GreenPool], interval: float) -> None:
-    """Run the pool's maintenance every ``interval`` seconds while it is open; holds only a weak
-    reference, so a forgotten pool can be collected."""
+def _maintain(ref: weakref.ref[GreenPool], borrower_ended: gevent.event.Event, interval: float) -> None:
+    """Run the pool's maintenance when a borrower ends and every ``interval`` seconds while the
+    pool is open; holds only a weak reference, so a forgotten pool can be collected."""
     while True:
-        gevent.sleep(interval)
+        borrower_ended.wait(interval)
+        borrower_ended.clear()
         pool = ref()
         if pool is None or pool.closed or pool.pid != os.getpid():
             return

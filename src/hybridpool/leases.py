@@ -1,0 +1,142 @@
+"""Who holds each lent connection: strays are reclaimed, long holders reported (DESIGN.md invariant 5).
+
+A borrower is the greenlet or thread that took a connection. Code that forgets to give one back
+(a spawned greenlet or a thread using the ORM outside a request, never calling ``close()``) would
+keep its slot forever, and a pool that loses a few slots this way serves nobody: psycopg_pool,
+like Django's pool built on it, keeps no reference to a lent connection. :class:`Leases` keeps one,
+with a weak reference to the borrower, so that a pool's periodic maintenance can give back the
+connections of borrowers that have ended (:func:`reclaim`). With ``leak_timeout`` set, it also
+keeps the stack that took each connection and reports, once, those held longer.
+
+The table does no I/O and never waits; a driver calls it under its own serialization (the gevent
+hub; a lock for threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any
+
+logger = logging.getLogger("hybridpool")
+
+#: Frames of the borrower's stack kept for a ``leak_timeout`` report.
+STACK_LIMIT = 12
+
+
+def thread_borrower() -> weakref.ref[Any]:
+    """The borrower on OS threads: a weak reference to the current thread."""
+    return weakref.ref(threading.current_thread())
+
+
+def has_ended(borrower: weakref.ref[Any]) -> bool:
+    """True if the greenlet or thread behind ``borrower`` has finished (or is gone)."""
+    obj = borrower()
+    if obj is None:
+        return True
+    dead = getattr(obj, "dead", None)  # a greenlet
+    return dead if dead is not None else not obj.is_alive()
+
+
+@dataclass
+class Lease:
+    """One lent connection: its borrower, when it was lent, and (with ``leak_timeout``) where."""
+
+    conn: Any
+    borrower: weakref.ref[Any]
+    lent_at: float
+    stack: list[str] | None = None
+    reported: bool = field(default=False)
+
+
+class _Sentinel:
+    """Lives in a borrower's thread-local storage: collected when the borrower ends."""
+
+
+class Leases:
+    """The connections a pool has lent, by borrower.
+
+    :param leak_timeout: seconds after which a held connection is reported (0: never).
+    :param borrower: returns a weak reference to the calling greenlet or thread.
+    :param wake: called when a borrower that took a connection ends (from its own teardown), so
+        that the pool reclaims at once rather than at its next maintenance pass. It is told
+        through a sentinel in the borrower's ``threading.local`` storage, which CPython clears when
+        a thread exits, and gevent when a greenlet dies.
+    """
+
+    def __init__(self, leak_timeout: float, borrower: Callable[[], weakref.ref[Any]] = thread_borrower,
+                 wake: Callable[[], None] | None = None) -> None:
+        self.leak_timeout = leak_timeout
+        self._borrower = borrower
+        self._wake = wake
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._leases: dict[int, Lease] = {}
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def lend(self, conn: Any) -> None:
+        """Record that the caller now holds ``conn``."""
+        stack = traceback.format_stack(limit=STACK_LIMIT)[:-2] if self.leak_timeout else None
+        lease = Lease(conn, self._borrower(), monotonic(), stack)
+        with self._lock:
+            self._leases[id(conn)] = lease
+        if self._wake is not None and not hasattr(self._local, "sentinel"):  # this borrower's first lease
+            self._local.sentinel = sentinel = _Sentinel()
+            weakref.finalize(sentinel, self._wake)
+
+    def end(self, conn: Any) -> None:
+        """Record that ``conn`` came back."""
+        with self._lock:
+            self._leases.pop(id(conn), None)
+
+    def pop_strays(self) -> list[Lease]:
+        """Remove and return the leases whose borrower has ended."""
+        with self._lock:
+            strays = [lease for lease in self._leases.values() if has_ended(lease.borrower)]
+            for lease in strays:
+                del self._leases[id(lease.conn)]
+        return strays
+
+    def overdue(self, now: float) -> list[Lease]:
+        """Return the leases held longer than ``leak_timeout`` not reported yet, marked reported."""
+        if not self.leak_timeout:
+            return []
+        with self._lock:
+            late = [lease for lease in self._leases.values()
+                    if not lease.reported and now - lease.lent_at > self.leak_timeout]
+            for lease in late:
+                lease.reported = True
+        return late
+
+
+def reclaim(pool: Any, leases: Leases) -> int:
+    """Give back to ``pool`` the connections of ended borrowers; report overdue ones. Return how
+    many were given back.
+
+    ``pool.putconn`` rolls back and resets each one as for any return.
+    """
+    now = monotonic()
+    strays = leases.pop_strays()
+    for lease in strays:
+        logger.warning("pool %r takes back a connection its borrower %r left when it ended, after %.1f s",
+                       pool.name, lease.borrower(), now - lease.lent_at)
+        pool.putconn(lease.conn)
+    for lease in leases.overdue(now):
+        logger.warning("a connection of pool %r has been held for %.1f s (leak_timeout=%s) by %r, which took it"
+                       " at:\n%s", pool.name, now - lease.lent_at, leases.leak_timeout, lease.borrower(),
+                       "".join(lease.stack or ()))
+    return len(strays)
+
+
+def maintenance_interval(config: Any) -> float:
+    """Seconds between two maintenance passes of a pool: at most 1, so that a stray connection is
+    back within a second or two, and shorter for short ``max_idle``, ``max_lifetime`` or
+    ``leak_timeout``."""
+    return min(1.0, config.max_idle / 2, config.max_lifetime / 2, config.leak_timeout / 2 or 1.0)
