@@ -1,4 +1,8 @@
-"""Native async code: ``aconnection()`` and the async ORM (ASGI deployments, never gevent-patched)."""
+"""Native async code: ``aconnection()`` and the async ORM (ASGI deployments, never gevent-patched).
+
+The ``aconnection()`` tests use an alias of their own: an async pool shares its alias's
+``application_name`` with the alias's ORM pool, and the ORM tests count that name's connections.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +32,11 @@ def anyio_backend():
 
 
 async def test_aconnection_lends_an_async_connection_and_takes_it_back():
-    async with hybridpool.aconnection() as aconn:
+    async with hybridpool.aconnection("asyncapp") as aconn:
         assert isinstance(aconn, psycopg.AsyncConnection)
         cursor = await aconn.execute("SELECT %s::int * 2", [21])
         assert await cursor.fetchone() == (42,)
-        pool = await hybridpool.aget_pool()
+        pool = await hybridpool.aget_pool("asyncapp")
         assert pool.get_stats()["pool_available"] < pool.get_stats()["pool_size"]
     for _ in range(100):  # the reset runs in a background task
         stats = pool.get_stats()
@@ -44,10 +48,10 @@ async def test_aconnection_lends_an_async_connection_and_takes_it_back():
 
 async def test_aconnection_transaction_rolls_back_on_error():
     with pytest.raises(ZeroDivisionError):
-        async with hybridpool.aconnection() as aconn, aconn.transaction():
+        async with hybridpool.aconnection("asyncapp") as aconn, aconn.transaction():
             await aconn.execute("INSERT INTO testapp_item (name, created) VALUES ('async-lost', now())")
             1 / 0
-    async with hybridpool.aconnection() as aconn:
+    async with hybridpool.aconnection("asyncapp") as aconn:
         cursor = await aconn.execute("SELECT count(*) FROM testapp_item WHERE name = 'async-lost'")
         assert await cursor.fetchone() == (0,)
 
@@ -84,7 +88,8 @@ async def test_async_orm_runs_on_the_thread_pool():
 
 
 async def test_each_event_loop_gets_its_own_pool():
-    first = await hybridpool.aget_pool()
-    other = await asyncio.to_thread(lambda: asyncio.run(hybridpool.aget_pool()))
+    first = await hybridpool.aget_pool("asyncapp")
+    other = await asyncio.to_thread(lambda: asyncio.run(hybridpool.aget_pool("asyncapp")))
     assert other is not first
-    assert await hybridpool.aget_pool() is first
+    assert await hybridpool.aget_pool("asyncapp") is first
+

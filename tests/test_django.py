@@ -120,6 +120,15 @@ def test_time_zone_is_utc_and_datetimes_are_aware():
         assert cursor.fetchone() == ("UTC",)
 
 
+def test_django_s_time_zone_is_the_session_default_so_no_checkout_sets_it():
+    connection.ensure_connection()
+    connection.close()
+    assert wait_for(lambda: in_use() == 0)
+    with hybridpool.get_pool().connection() as conn:  # returned and reset (RESET ALL) at least once
+        assert conn.info.parameter_status("TimeZone") == "UTC"
+        assert conn.execute("SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'").fetchone() == ("UTC",)
+
+
 def test_pool_timeout_reaches_django_as_operational_error():
     errors = []
     with hybridpool.connection("tiny"):

@@ -87,7 +87,7 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool:
     wrapper = _wrapper(alias)
 
     def make_pool() -> LoopPool:
-        kwargs = wrapper.get_connection_params()
+        kwargs = wrapper.pool_connection_params()
         # Django's cursor class is synchronous: pick the async one of the same binding.
         server_side = wrapper.settings_dict["OPTIONS"].get("server_side_binding") is True
         kwargs["cursor_factory"] = psycopg.AsyncCursor if server_side else psycopg.AsyncClientCursor
