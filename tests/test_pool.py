@@ -280,3 +280,25 @@ def test_leak_timeout_reports_the_borrower_s_stack(make_pool, caplog):
     assert f"a connection of pool {pool.name!r} has been held for" in report
     assert "(leak_timeout=0.2)" in report
     assert "test_leak_timeout_reports_the_borrower_s_stack" in report  # where it was taken
+
+
+def test_no_request_fails_after_every_pooled_backend_is_terminated(make_pool):
+    pool = make_pool(min_size=5, max_size=5)
+    barrier = threading.Barrier(5, timeout=5)
+
+    def warm(i):  # all five connections recently used: no checkout would need a round trip
+        with pool.connection() as conn:
+            barrier.wait()
+            return backend_pid(conn)
+
+    before = set(run_concurrently(warm, 5))
+    assert terminate(pool.app) == 5
+
+    def request(i):
+        with pool.connection() as conn:
+            return backend_pid(conn)
+
+    after = run_concurrently(request, 50)
+    assert not [r for r in after if isinstance(r, Exception)]  # 0 of 50 failed
+    assert not before & set(after)
+    assert server_connections(pool.app) <= 5

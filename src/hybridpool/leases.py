@@ -125,8 +125,8 @@ def reclaim(pool: Any, leases: Leases) -> int:
     now = monotonic()
     strays = leases.pop_strays()
     for lease in strays:
-        logger.warning("pool %r takes back a connection its borrower %r left when it ended, after %.1f s",
-                       pool.name, lease.borrower(), now - lease.lent_at)
+        logger.warning("pool %r takes back a connection that a greenlet or thread took %.1f s ago and did not"
+                       " give back before it ended", pool.name, now - lease.lent_at)
         pool.putconn(lease.conn)
     for lease in leases.overdue(now):
         logger.warning("a connection of pool %r has been held for %.1f s (leak_timeout=%s) by %r, which took it"
