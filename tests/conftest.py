@@ -125,6 +125,13 @@ def server_connections(application_name: str) -> int:
         ).fetchone()[0]
 
 
+def server_states(application_name: str) -> list[str]:
+    """The ``pg_stat_activity`` states of the server connections with ``application_name``."""
+    with psycopg.connect(_state["conninfo"], autocommit=True) as conn:
+        rows = conn.execute("SELECT state FROM pg_stat_activity WHERE application_name = %s", [application_name])
+        return [state for (state,) in rows]
+
+
 def terminate(application_name: str) -> int:
     """End every server connection with ``application_name``, waiting until they are gone."""
     with psycopg.connect(_state["conninfo"], autocommit=True) as conn:

@@ -11,7 +11,7 @@ from django.db import connection, connections
 import hybridpool
 from tests.testapp.models import Item
 
-from .conftest import GEVENT, PeakSampler, run_concurrently
+from .conftest import GEVENT, PeakSampler, run_concurrently, server_states, wait_for
 
 pytestmark = pytest.mark.skipif(not GEVENT, reason="needs gevent monkey-patching: python -m gevent.monkey --module pytest")
 
@@ -54,3 +54,22 @@ def test_the_orm_serves_each_greenlet_its_own_pooled_connection():
     assert len(set(wrappers)) == 40  # one Django connection per greenlet
     assert 1 <= sampler.peak <= 4
     connections.close_all()
+
+
+def test_a_greenlet_killed_mid_query_leaves_no_backend_working(make_pool):
+    import gevent
+
+    pool = make_pool(min_size=1, max_size=1)
+
+    def sleeper():
+        with pool.connection() as conn:
+            conn.execute("SELECT pg_sleep(10)")
+
+    greenlet = gevent.spawn(sleeper)
+    assert wait_for(lambda: server_states(pool.app) == ["active"])
+    greenlet.kill(timeout=5)  # GreenletExit while psycopg waits on the server
+    # The query is cancelled, the connection closed and replaced: nothing is left running.
+    assert wait_for(lambda: server_states(pool.app) == ["idle"], timeout=3), server_states(pool.app)
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+

@@ -302,3 +302,17 @@ def test_no_request_fails_after_every_pooled_backend_is_terminated(make_pool):
     assert not [r for r in after if isinstance(r, Exception)]  # 0 of 50 failed
     assert not before & set(after)
     assert server_connections(pool.app) <= 5
+
+
+def test_an_abandoned_result_stream_is_cancelled_and_its_connection_closed(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    conn = pool.getconn()
+    pid = backend_pid(conn)
+    rows = conn.cursor().stream("SELECT generate_series(1, 10000000)")
+    assert next(rows) == (1,)
+    assert conn.info.transaction_status == TransactionStatus.ACTIVE
+    pool.putconn(conn)  # unconsumed: the pool must not lend it, nor leave the query running
+    assert wait_for(lambda: conn.closed)  # psycopg_pool returns in a worker thread
+    with pool.connection() as fresh:
+        assert backend_pid(fresh) != pid
+    assert wait_for(lambda: server_connections(pool.app) == 1, timeout=2)

@@ -133,7 +133,26 @@ def rollback_or_refuse(conn: psycopg.Connection[Any]) -> bool:
         return True
     if status == TransactionStatus.ACTIVE:
         logger.warning("connection returned in the middle of a query, closing it: %s", conn)
+        cancel_query(conn)
     return False
+
+
+#: Longest wait for the server to accept the cancellation of an abandoned query (s).
+CANCEL_TIMEOUT = 5.0
+
+
+def cancel_query(conn: psycopg.Connection[Any]) -> None:
+    """Ask the server to stop the query a returned connection is in the middle of.
+
+    Closing the connection alone would leave the server running the query until it next writes
+    to the socket (a ``pg_sleep`` to its end, a large result to the first full buffer). psycopg's
+    ``cancel_safe`` waits cooperatively (under gevent too); failure to cancel is logged only,
+    since the connection is closed next anyway.
+    """
+    try:
+        conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+    except (psycopg.Error, OSError) as ex:
+        logger.warning("cancelling the query of a returned connection failed: %s", ex)
 
 
 #: The attributes psycopg keeps client side, and their value in an idle pooled connection.

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
 
 from .. import pool as base
@@ -115,6 +116,8 @@ class ThreadPool(ConnectionPool, base.Pool):
         """Give back a connection; in a forked child, drop the parent's connection untouched."""
         if self.pid == os.getpid():
             self.leases.end(conn)
+            if conn.pgconn.transaction_status == TransactionStatus.ACTIVE:
+                session.cancel_query(conn)  # psycopg_pool closes it next, without cancelling
             super().putconn(conn)
 
 
