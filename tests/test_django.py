@@ -230,3 +230,21 @@ def test_orm_workers_that_never_give_back_their_connection_do_not_exhaust_the_po
     assert run_concurrently(stray, 50) == [0] * 50  # max_size=4, timeout=5: served as borrowers end
     assert time.monotonic() - started < 5
     assert wait_for(lambda: in_use() == 0)
+
+
+def test_pool_false_gives_django_s_own_unpooled_connection():
+    wrapper = connections["default"].copy()
+    wrapper.settings_dict = {**wrapper.settings_dict, "OPTIONS": {**wrapper.settings_dict["OPTIONS"], "pool": False}}
+    wrapper.ensure_connection()
+    conn = wrapper.connection
+    assert wrapper.pool is None and getattr(conn, "_pool", None) is None
+    wrapper.close()
+    assert conn.closed  # closed for real, as with Django's stock backend
+
+
+def test_connection_pool_is_hybridpool_s_and_close_pool_builds_a_new_one():
+    pool = connection.pool
+    assert pool is hybridpool.get_pool()
+    connection.close_pool()
+    assert pool.closed
+    assert connection.pool is not pool and connection.pool is hybridpool.get_pool()

@@ -40,9 +40,6 @@ class DatabaseWrapperMixin:
     alias: str
     settings_dict: dict[str, Any]
 
-    #: Django's own pool (built from the same ``OPTIONS["pool"]``) stays off: hybridpool serves it.
-    pool = None
-
     #: Test databases are created, cloned and destroyed with this alias's pools closed.
     creation_class = DatabaseCreation
 
@@ -74,21 +71,43 @@ class DatabaseWrapperMixin:
                 f"Invalid transaction isolation level {value} specified. Use one of the psycopg.IsolationLevel values."
             ) from None
 
-    def check_settings(self) -> None:
-        """Django's checks, then the pool's: ``CONN_MAX_AGE`` must be 0 and the pool settings valid.
+    @property
+    def pooled(self) -> bool:
+        """False for ``OPTIONS["pool"] = False`` (Django's way to turn pooling off: each connection is
+        the backend's own, as with Django's stock backend) and for Django's maintenance alias."""
+        return self.alias != NO_DB_ALIAS and self.settings_dict["OPTIONS"].get("pool", True) is not False
 
-        Runs at every ``connect()``, so a wrong setting fails at first use.
+    @property
+    def pool(self) -> Pool | None:
+        """This process's pool serving the calling code, or None if not :attr:`pooled`.
+
+        Django's attribute for its built-in pool, which Django's own backend code reads: so
+        ``connection.pool`` and ``close_pool()`` work as they do with Django's pool.
+
+        :raises ImproperlyConfigured: ``CONN_MAX_AGE`` is not 0, or a pool setting is wrong.
         """
+        if not self.pooled:
+            return None
+        self._check_pool_settings()
+        return self.get_pool()
+
+    def check_settings(self) -> None:
+        """Django's checks, then the pool's (see :attr:`pool`); runs at every ``connect()``, so a
+        wrong setting fails at first use."""
         super().check_settings()  # type: ignore[misc]
+        self.isolation_level_option  # noqa: B018 - validate
+        if self.pooled:
+            self._check_pool_settings()
+
+    def _check_pool_settings(self) -> None:
         max_age = self.settings_dict["CONN_MAX_AGE"]
         if max_age != 0:
             raise ImproperlyConfigured(
-                f"DATABASES[{self.alias!r}]['CONN_MAX_AGE'] = {max_age!r}: must be 0 with"
-                f" {self.settings_dict['ENGINE']!r}. The pool keeps connections open and lends one per"
-                " request; a persistent connection per thread or greenlet is what it replaces."
+                f"Pooling doesn't support persistent connections: DATABASES[{self.alias!r}]['CONN_MAX_AGE'] ="
+                f" {max_age!r} must be 0 with {self.settings_dict['ENGINE']!r}. The pool keeps connections open"
+                " and lends one per request; a persistent connection per thread or greenlet is what it replaces."
             )
         self.pool_config  # noqa: B018 - validate
-        self.isolation_level_option  # noqa: B018 - validate
 
     def get_pool(self) -> Pool:
         """Return this process's pool for this alias and the calling code's driver."""
@@ -123,6 +142,7 @@ class DatabaseWrapperMixin:
         new time zone) and hybridpool's :class:`DatabaseCreation` around test-database steps.
         """
         registry.close_all(self.alias)
+        self.__dict__.pop("pool_config", None)  # the next pool reads the settings as they are then
 
     @async_unsafe
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -131,9 +151,7 @@ class DatabaseWrapperMixin:
         :raises django.db.OperationalError: ``PoolTimeout``, ``TooManyRequests`` or
             ``PoolClosed``, wrapped by Django.
         """
-        if self.alias == NO_DB_ALIAS:
-            # Django's short-lived maintenance connection (to the "postgres" database, to create
-            # or drop databases): not pooled, as with Django's own pool.
+        if not self.pooled:  # Django's own connection, e.g. its maintenance connection to "postgres"
             return super().get_new_connection(conn_params)  # type: ignore[misc]
         level = self.isolation_level_option
         # As Django's backend: READ COMMITTED unless OPTIONS say otherwise, set before autocommit.
@@ -143,13 +161,28 @@ class DatabaseWrapperMixin:
             connection.isolation_level = level
         return connection
 
+    def init_connection_state(self) -> None:
+        """Django's session set-up, on every checkout of a pooled connection.
+
+        Django sets up a connection of its own pool once, when the pool opens it; a hybridpool
+        connection was reset when it was last returned, so the role (``assume_role``) is set again
+        here, and the time zone if it differs from the session default (it does not, see
+        :meth:`pool_connection_params`).
+        """
+        super().init_connection_state()  # type: ignore[misc]
+        if self.pooled and self.connection is not None:  # type: ignore[attr-defined]
+            if self._configure_connection(self.connection) and not self.get_autocommit():  # type: ignore[attr-defined]
+                self.connection.commit()  # type: ignore[attr-defined]
+
     def close_if_unusable_or_obsolete(self) -> None:
         """Give the connection back to the pool (Django calls this at each request's start and end).
 
         With ``CONN_MAX_AGE = 0`` Django would close it anyway; Django's health check (a round
         trip after an error) is skipped because the pool checks what it lends.
         """
-        if self.connection is not None:  # type: ignore[attr-defined]
+        if not self.pooled:
+            super().close_if_unusable_or_obsolete()  # type: ignore[misc]
+        elif self.connection is not None:  # type: ignore[attr-defined]
             self.close()  # type: ignore[attr-defined]
 
 
