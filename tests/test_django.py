@@ -248,3 +248,21 @@ def test_connection_pool_is_hybridpool_s_and_close_pool_builds_a_new_one():
     connection.close_pool()
     assert pool.closed
     assert connection.pool is not pool and connection.pool is hybridpool.get_pool()
+
+
+def test_a_shared_connection_opened_by_another_thread_stays_with_its_owner():
+    wrapper = connections["default"]  # this thread's, shared with another (Django's #17258)
+    wrapper.close()
+    wrapper.inc_thread_sharing()
+    try:
+        opener = threading.Thread(target=wrapper.ensure_connection)
+        opener.start()
+        opener.join(5)
+        conn = wrapper.connection
+        time.sleep(1.2)  # the opener ended: past the wake-up it caused and a maintenance pass
+        assert wrapper.connection is conn and in_use() == 1  # not taken back: its owner is alive
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        wrapper.dec_thread_sharing()
+        wrapper.close()

@@ -23,15 +23,12 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from .runtime import current_borrower
+
 logger = logging.getLogger("hybridpool")
 
 #: Frames of the borrower's stack kept for a ``leak_timeout`` report.
 STACK_LIMIT = 12
-
-
-def thread_borrower() -> weakref.ref[Any]:
-    """The borrower on OS threads: a weak reference to the current thread."""
-    return weakref.ref(threading.current_thread())
 
 
 def has_ended(borrower: weakref.ref[Any]) -> bool:
@@ -69,7 +66,7 @@ class Leases:
         a thread exits, and gevent when a greenlet dies.
     """
 
-    def __init__(self, leak_timeout: float, borrower: Callable[[], weakref.ref[Any]] = thread_borrower,
+    def __init__(self, leak_timeout: float, borrower: Callable[[], weakref.ref[Any]] = current_borrower,
                  wake: Callable[[], None] | None = None) -> None:
         self.leak_timeout = leak_timeout
         self._borrower = borrower
@@ -90,6 +87,17 @@ class Leases:
         if self._wake is not None and not hasattr(self._local, "sentinel"):  # this borrower's first lease
             self._local.sentinel = sentinel = _Sentinel()
             weakref.finalize(sentinel, self._wake)
+
+    def assign(self, conn: Any, borrower: weakref.ref[Any]) -> None:
+        """Make ``borrower`` the holder of lent ``conn``: the connection is a stray only when it ends.
+
+        Django's connection of a greenlet or thread may be opened by another one it is shared
+        with (``inc_thread_sharing()``); the holder is the wrapper's owner, not the one that
+        happened to connect.
+        """
+        with self._lock:
+            if (lease := self._leases.get(id(conn))) is not None:
+                lease.borrower = borrower
 
     def end(self, conn: Any) -> None:
         """Record that ``conn`` came back."""

@@ -9,6 +9,9 @@ loading the application).
 from __future__ import annotations
 
 import sys
+import threading
+import weakref
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -40,6 +43,16 @@ def gevent_blocking(forced: bool = False) -> str | None:
         return ("psycopg was imported before gevent patched select: it waits with its C function,"
                 " and each query blocks every greenlet until it ends")
     return None
+
+
+def current_borrower() -> weakref.ref[Any]:
+    """A weak reference to the calling greenlet (when gevent patched ``threading``) or thread:
+    what holds a connection, and ends."""
+    if gevent_active():
+        import gevent
+
+        return weakref.ref(gevent.getcurrent())
+    return weakref.ref(threading.current_thread())
 
 
 def driver_for(config: PoolConfig) -> str:

@@ -70,8 +70,7 @@ class GreenPool(base.Pool):
         self._configure = session.make_configure(config.configure)
         self._stats: Counter[str] = Counter()
         self._borrower_ended = gevent.event.Event()
-        self.leases = Leases(config.leak_timeout, borrower=lambda: weakref.ref(gevent.getcurrent()),
-                             wake=self._borrower_ended.set)
+        self.leases = Leases(config.leak_timeout, borrower=_current_greenlet, wake=self._borrower_ended.set)
         self._opened = 0  # connections established and not closed
         self._filled = gevent.event.Event()  # set once min_size connections are established
         self._closed = True
@@ -337,6 +336,10 @@ class GreenPool(base.Pool):
         stats = self.get_stats()
         self._stats.clear()
         return stats
+
+
+def _current_greenlet() -> weakref.ref[Any]:
+    return weakref.ref(gevent.getcurrent())
 
 
 def _maintain(ref: weakref.ref[GreenPool], borrower_ended: gevent.event.Event, interval: float) -> None:

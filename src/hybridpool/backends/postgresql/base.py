@@ -43,6 +43,11 @@ class DatabaseWrapperMixin:
     #: Test databases are created, cloned and destroyed with this alias's pools closed.
     creation_class = DatabaseCreation
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        # Django makes a wrapper per greenlet or thread, in it: the holder of its connections.
+        self.owner = runtime.current_borrower()
+
     @cached_property
     def pool_config(self) -> PoolConfig:
         """The validated pool settings of this alias: ``OPTIONS["pool"]`` and the peers' settings.
@@ -156,7 +161,9 @@ class DatabaseWrapperMixin:
         level = self.isolation_level_option
         # As Django's backend: READ COMMITTED unless OPTIONS say otherwise, set before autocommit.
         self.isolation_level = IsolationLevel.READ_COMMITTED if level is None else level
-        connection = self.get_pool().getconn()
+        pool = self.get_pool()
+        connection = pool.getconn()
+        pool.leases.assign(connection, self.owner)
         if level is not None:
             connection.isolation_level = level
         return connection
