@@ -75,7 +75,7 @@ def test_a_max_size_below_four_lowers_the_default_min_size():
 
 
 def test_conn_max_age_other_than_zero_is_refused_at_first_use():
-    with pytest.raises(ImproperlyConfigured, match=r"Pooling doesn't support persistent connections: DATABASES\['aged'\]\['CONN_MAX_AGE'\] = 60 must be 0") as raised:
+    with pytest.raises(ImproperlyConfigured, match=r"Pooling doesn't support persistent connections. DATABASES\['aged'\]\['CONN_MAX_AGE'\] = 60 must be 0") as raised:
         connections["aged"].ensure_connection()
     assert "lends one per request" in str(raised.value)
 

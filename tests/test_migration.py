@@ -34,6 +34,12 @@ PEERS = [
 ]
 
 
+def test_conn_health_checks_makes_every_checkout_checked_unless_check_is_set():
+    assert PoolConfig.from_django({}, health_checks=True).check == "always"
+    assert PoolConfig.from_django({"pool": {"check": "auto"}}, health_checks=True).check == "auto"
+    assert PoolConfig.from_django({}).check == "auto"
+
+
 @pytest.mark.parametrize(("options", "expected"), PEERS)
 def test_peer_settings_are_read_as_hybridpool_s(options, expected):
     config = PoolConfig.from_django(options)

@@ -51,7 +51,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="hybridpool.E001",
             ))
         try:
-            config = PoolConfig.from_django(entry["OPTIONS"], alias=alias)
+            config = PoolConfig.from_django(entry["OPTIONS"], alias=alias, health_checks=entry["CONN_HEALTH_CHECKS"])
         except ImproperlyConfigured as ex:
             messages.append(checks.Error(str(ex), hint="See the settings table in hybridpool's README.",
                                          id="hybridpool.E002"))

@@ -122,11 +122,14 @@ class PoolConfig:
         _choice(where, "driver", self.driver, DRIVERS)
 
     @classmethod
-    def from_django(cls, options: Mapping[str, Any], *, alias: str = "default") -> PoolConfig:
+    def from_django(cls, options: Mapping[str, Any], *, alias: str = "default",
+                    health_checks: bool = False) -> PoolConfig:
         """Build the config of database ``alias`` from its DATABASES ``OPTIONS``.
 
         Reads ``OPTIONS["pool"]`` (``True``, absent, or a dict of the keys above) and the peers'
         settings at the top of ``OPTIONS`` (:func:`hybridpool.migration.translate`).
+        ``health_checks`` is the entry's ``CONN_HEALTH_CHECKS``: when true, ``check`` defaults to
+        ``"always"``, as Django's pool checks every checkout then.
 
         :raises ImproperlyConfigured: for an unknown key, a wrong type, an impossible value, or a
             setting given twice; the message names it, e.g.
@@ -144,7 +147,8 @@ class PoolConfig:
         for key in migrated.keys() & pool.keys():
             raise ImproperlyConfigured(f"{where}['pool'][{key!r}] is also set by a setting of another pool"
                                        f" in {where}; keep one of them")
-        return cls.from_mapping({"name": alias, **migrated, **pool}, where=f"{where}['pool']")
+        defaults = {"name": alias, "check": "always"} if health_checks else {"name": alias}
+        return cls.from_mapping({**defaults, **migrated, **pool}, where=f"{where}['pool']")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any], *, where: str = "hybridpool setting") -> PoolConfig:

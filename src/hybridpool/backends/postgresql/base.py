@@ -54,7 +54,8 @@ class DatabaseWrapperMixin:
 
         :raises ImproperlyConfigured: for a wrong pool setting.
         """
-        return PoolConfig.from_django(self.settings_dict["OPTIONS"], alias=self.alias)
+        return PoolConfig.from_django(self.settings_dict["OPTIONS"], alias=self.alias,
+                                      health_checks=self.settings_dict["CONN_HEALTH_CHECKS"])
 
     def get_connection_params(self) -> dict[str, Any]:
         """Django's connection parameters, less the peers' pool settings (not libpq parameters)."""
@@ -108,7 +109,7 @@ class DatabaseWrapperMixin:
         max_age = self.settings_dict["CONN_MAX_AGE"]
         if max_age != 0:
             raise ImproperlyConfigured(
-                f"Pooling doesn't support persistent connections: DATABASES[{self.alias!r}]['CONN_MAX_AGE'] ="
+                f"Pooling doesn't support persistent connections. DATABASES[{self.alias!r}]['CONN_MAX_AGE'] ="
                 f" {max_age!r} must be 0 with {self.settings_dict['ENGINE']!r}. The pool keeps connections open"
                 " and lends one per request; a persistent connection per thread or greenlet is what it replaces."
             )
