@@ -1,0 +1,348 @@
+"""Django's own test suite as hybridpool's compatibility suite.
+
+Downloads the source distribution of the installed Django once (into ``.cache/django_suite/``,
+git-ignored), installs the few test requirements the chosen modules need, and runs Django's
+``tests/runtests.py`` on one PostgreSQL server (``DATABASE_URL``, else a throwaway embedded one) in
+four configurations:
+
+========== ================================== ============================== ==========
+name       ENGINE                             runner                         reference
+========== ================================== ============================== ==========
+stock      django.db.backends.postgresql      runtests.py --parallel N
+thread     hybridpool, ``driver: "thread"``   runtests.py --parallel N       stock
+stock-gev  django.db.backends.postgresql      python -m gevent.monkey, 1
+gevent     hybridpool, ``driver: "gevent"``   python -m gevent.monkey, 1     stock-gev
+========== ================================== ============================== ==========
+
+The patched runs are serial: Django's parallel runner deadlocks under gevent's monkey-patching
+(``multiprocessing.Pool``'s result-handler thread becomes a greenlet that blocks the whole process
+in ``os.read`` on the result pipe before the task-handler greenlet has sent a task). The stock
+backend is run patched too, so that what patching alone breaks (the async tests: asgiref's
+``sync_to_async`` "thread" is a greenlet on the event loop's OS thread, so Django raises
+``SynchronousOnlyOperation``) is not taken for a hybridpool regression; it is listed on its own.
+
+Prints Django's summary line per configuration, then the regressions: tests that fail or error
+with hybridpool and pass with the stock backend under the same runner (:meth:`Run.regressions`).
+Exits 1 if there are any (beyond :data:`EXPECTED`), or if a hybridpool run aborted, timed out or
+could not drop its test databases; 2 if a stock reference run produced no results.
+
+Usage: ``.venv/bin/python tests/django_suite/run.py [--parallel N] [--timeout S] [label ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import django
+import psycopg
+
+from hybridpool import embedded
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+CACHE = REPO / ".cache" / "django_suite"
+
+#: Django test modules run by default: the issue's list, then modules where a pool can differ from
+#: a connection of its own (time zones, live-server threads, several aliases, DDL, caches, ASGI).
+#: Not serializers: its test_crafted_xml_performance compares CPU timings and fails at random on a
+#: busy 2-core machine.
+MODULES = (
+    "backends transactions transaction_hooks select_for_update basic queries async model_fields"
+    " get_or_create update delete bulk_create aggregation expressions test_utils handlers"
+    " requests_tests postgres_tests"
+    " timezones servers multiple_database cache sessions_tests migrations schema introspection"
+    " db_functions db_utils fixtures inspectdb raw_query prefetch_related lookup"
+    " constraints indexes composite_pk expressions_window check_framework asgi test_client signals"
+    " dbshell"
+).split()
+
+#: From Django's tests/requirements/py3.txt, only what the modules above skip tests without:
+#: tblib carries tracebacks out of --parallel workers, Pillow runs model_fields' ImageField tests.
+REQUIREMENTS = ("tblib", "Pillow")
+
+#: What the suite needs from the server beyond a plain PostgreSQL: the first migrations of these
+#: modules create contrib extensions, and models of model_fields and inspectdb are created with
+#: Django's ICU test collation.
+EXTENSIONS = {
+    "postgres_tests": {"bloom", "btree_gin", "btree_gist", "citext", "hstore", "pg_trgm", "unaccent", "uuid-ossp"},
+    "db_functions": {"pgcrypto"},
+}
+COLLATION = "sv-x-icu"
+TEMPLATE = "djsuite_template"
+
+#: Test id -> why hybridpool cannot pass it. Only for something a pool truly cannot do.
+EXPECTED: dict[str, str] = {}
+
+STOCK = "django.db.backends.postgresql"
+HYBRIDPOOL = "hybridpool.backends.postgresql"
+BAD = ("FAIL", "ERROR", "unexpected success")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of running the suite."""
+
+    name: str
+    engine: str
+    driver: str | None = None  #: hybridpool's OPTIONS["pool"]["driver"]
+    gevent: bool = False  #: run under ``python -m gevent.monkey`` (serially)
+    reference: str | None = None  #: the configuration whose passes this one must keep
+
+
+CONFIGS = (
+    Config("stock", STOCK),
+    Config("thread", HYBRIDPOOL, driver="thread", reference="stock"),
+    Config("stock-gev", STOCK, gevent=True),
+    Config("gevent", HYBRIDPOOL, driver="gevent", gevent=True, reference="stock-gev"),
+)
+
+
+@dataclass
+class Run:
+    """What one configuration's run of runtests.py gave."""
+
+    config: Config
+    parallel: int
+    seconds: float = 0.0
+    summary: list[str] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    tracebacks: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None  #: aborted, timed out or teardown failed
+
+    def failed(self) -> set[str]:
+        return {test for test, outcome in self.outcomes.items() if outcome in BAD}
+
+    def passed(self) -> set[str]:
+        return {test for test, outcome in self.outcomes.items() if outcome not in (*BAD, "skipped")}
+
+    def regressions(self, reference: Run) -> set[str]:
+        """Tests failing here that pass in ``reference`` or are not in it (a class's set-up error
+        has an id of its own), and tests passing in ``reference`` that did not run here."""
+        failed = {test for test in self.failed() if test in reference.passed() or test not in reference.outcomes}
+        return failed | (reference.passed() - self.outcomes.keys())
+
+
+def django_tests() -> Path:
+    """Return Django's ``tests/`` directory for the installed version, downloading it once."""
+    version = django.__version__
+    source = CACHE / f"django-{version}"
+    if not source.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        sdist = CACHE / f"django-{version}.tar.gz"
+        if not sdist.exists():
+            subprocess.run([sys.executable, "-m", "pip", "download", f"django=={version}", "--no-binary", ":all:",
+                            "--no-deps", "--quiet", "-d", str(CACHE)], check=True)
+        partial = CACHE / f"django-{version}.partial"
+        with tarfile.open(sdist) as archive:
+            archive.extractall(partial, filter="data")
+        (partial / f"django-{version}").rename(source)
+        partial.rmdir()
+    return source / "tests"
+
+
+def install_requirements(tests: Path) -> None:
+    """Install :data:`REQUIREMENTS` with the version bounds of Django's py3.txt."""
+    wanted = {name.lower() for name in REQUIREMENTS}
+    lines = [line.strip() for line in (tests / "requirements" / "py3.txt").read_text().splitlines()]
+    specs = [line for line in lines if re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0].lower() in wanted]
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *specs], check=True)
+
+
+def prepare_server(url: str, labels: list[str]) -> tuple[list[str], str | None]:
+    """Return ``labels`` minus what the server cannot run, and the template for the test databases.
+
+    A server without the contrib extensions (the embedded one ships none) cannot run
+    postgres_tests and db_functions. One without ICU (the embedded one) gets a template database
+    holding a stand-in for Django's ICU test collation, a copy of "C", so that the models using it
+    can be created; the few tests of that collation's behaviour then fail in every configuration
+    alike and are no regression. Otherwise the template is None (the server's default).
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        available = {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions")}
+        icu = conn.execute("SELECT 1 FROM pg_collation WHERE collname = %s", [COLLATION]).fetchone()
+    for module, needed in EXTENSIONS.items():
+        if missing := needed - available:
+            print(f"note: the server lacks the extensions {', '.join(sorted(missing))}: not running {module}")
+            labels = [label for label in labels if label.split(".")[0] != module]
+    if icu:
+        return labels, None
+    print(f"note: the server has no collation {COLLATION!r} (no ICU): the test databases get a copy"
+          f' of "C" under that name')
+    with psycopg.connect(embedded.create_database(url, TEMPLATE), autocommit=True) as conn:
+        conn.execute(f'CREATE COLLATION "{COLLATION}" FROM "C"')
+    return labels, TEMPLATE
+
+
+def test_database(config: Config, alias: str) -> str:
+    return f"djsuite_{config.name.replace('-', '_')}_{alias}"
+
+
+def write_settings(config: Config, url: str, template: str | None, results: Path) -> str:
+    """Write the settings module of ``config``; return its name."""
+    databases = {}
+    for alias in ("default", "other"):
+        entry = embedded.django_settings(url, ENGINE=config.engine,
+                                         TEST={"NAME": test_database(config, alias), "TEMPLATE": template})
+        if config.driver:
+            entry["OPTIONS"]["pool"] = {"driver": config.driver}
+        databases[alias] = entry
+    module = f"settings_{config.name.replace('-', '_')}"
+    (CACHE / "settings").mkdir(parents=True, exist_ok=True)
+    (CACHE / "settings" / f"{module}.py").write_text(
+        f'"""Generated by tests/django_suite/run.py for the {config.name!r} configuration."""\n\n'
+        f"DATABASES = {databases!r}\n"
+        'SECRET_KEY = "django_tests_secret_key"\n'
+        'PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]\n'
+        'DEFAULT_AUTO_FIELD = "django.db.models.AutoField"\n'
+        "USE_TZ = False\n"
+        'TEST_RUNNER = "recorder.RecordingRunner"\n'
+        f"DJANGO_SUITE_RESULTS = {str(results)!r}\n"
+    )
+    return module
+
+
+def run(config: Config, tests: Path, url: str, template: str | None, parallel: int, labels: list[str],
+        timeout: float) -> Run:
+    """Run runtests.py in ``config``; its output goes to ``.cache/django_suite/logs/<name>.log``."""
+    result = Run(config, 1 if config.gevent else parallel)
+    results = CACHE / "results" / f"{config.name}.json"
+    log = CACHE / "logs" / f"{config.name}.log"
+    for path in (results, log):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+    module = write_settings(config, url, template, results)
+    command = [sys.executable, *(["-m", "gevent.monkey"] if config.gevent else []), "runtests.py",
+               f"--settings={module}", "--noinput", "--verbosity=2", f"--parallel={result.parallel}", *labels]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CACHE / "settings"), str(HERE),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    print(f"== {config.name} ({config.engine}{', driver ' + config.driver if config.driver else ''}):"
+          f" {' '.join(command[1:len(command) - len(labels)])} <{len(labels)} labels>", flush=True)
+    started = time.monotonic()
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=tests, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            result.problem = f"timed out after {timeout:.0f} s"
+    result.seconds = time.monotonic() - started
+    drop_test_databases(config, url, result.parallel)
+    text = log.read_text(errors="replace").splitlines()
+    for i, line in enumerate(text):
+        if re.match(r"Ran \d+ tests? in ", line):
+            result.summary = [line, *[next_line for next_line in text[i + 1:i + 3] if next_line.strip()][:1]]
+    if results.exists():
+        data = json.loads(results.read_text())
+        result.outcomes, result.tracebacks = data.get("outcomes", {}), data.get("tracebacks", {})
+        if "teardown_error" in data:
+            result.problem = f"dropping the test databases failed: {first_line(data['teardown_error'])}"
+    if not result.outcomes and result.problem is None:
+        reasons = [line for line in text if line.startswith("Got an error")]
+        reasons = reasons or [line for line in text if line.strip()][-1:]
+        result.problem = f"aborted before the tests ran (exit {process.returncode}): {' | '.join(reasons)}"
+    return result
+
+
+def drop_test_databases(config: Config, url: str, parallel: int) -> None:
+    """Drop what a failed teardown left behind, so that the next configuration starts clean."""
+    for alias in ("default", "other"):
+        name = test_database(config, alias)
+        for database in [name, *(f"{name}_{worker}" for worker in range(1, parallel + 1))]:
+            embedded.drop_database(url, database)
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def essence(traceback: str) -> str:
+    """The exception line of a traceback (the first line after the last frame)."""
+    lines = traceback.rstrip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    rest = lines[frames[-1] + 1:] if frames else lines
+    return next((line for line in rest if line and not line.startswith(" ")), lines[-1] if lines else "")
+
+
+def print_grouped(title: str, tests: set[str], run: Run, limit: int | None = None) -> None:
+    """Print ``tests`` grouped by the exception that ended them in ``run``, at most ``limit`` per group."""
+    print(f"\n{title}: {len(tests)}")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for test in sorted(tests):
+        message = essence(run.tracebacks.get(test, "")) if test in run.outcomes else "did not run"
+        groups[message[:300]].append(test)
+    for message, members in sorted(groups.items(), key=lambda item: -len(item[1])):
+        print(f"  [{len(members)}] {message}")
+        for test in members[:limit]:
+            print(f"      {test}" + (f"  (expected: {EXPECTED[test]})" if test in EXPECTED else ""))
+        if limit is not None and len(members) > limit:
+            print(f"      ... and {len(members) - limit} more (see .cache/django_suite/logs/{run.config.name}.log)")
+
+
+def report(runs: dict[str, Run]) -> int:
+    """Print summaries, what gevent breaks by itself, and the regressions; return the exit status."""
+    status = 0
+    print("\n== summary")
+    for run in runs.values():
+        summary = " / ".join(run.summary) or "no summary line"
+        print(f"{run.config.name:>10}  {run.seconds:6.0f} s  --parallel={run.parallel}  {summary}"
+              + (f"\n{'':>12}PROBLEM: {run.problem}" if run.problem else ""))
+        if run.problem and run.config.engine == HYBRIDPOOL:
+            status = 1
+    stock, patched = runs.get("stock"), runs.get("stock-gev")
+    if stock and patched and stock.outcomes and patched.outcomes:
+        print_grouped("Broken by gevent's monkey-patching alone (fail on stock-gev, pass on stock)",
+                      patched.failed() & stock.passed(), patched, limit=5)
+    for run in runs.values():
+        if run.config.reference is None:
+            continue
+        reference = runs[run.config.reference]
+        if not reference.outcomes:
+            print(f"\n{run.config.name}: no results from its reference {reference.config.name}")
+            return 2
+        if not run.outcomes:
+            print(f"\nRegressions of {run.config.name}: unknown, the run gave no results")
+            continue
+        regressions = run.regressions(reference)
+        print_grouped(f"Regressions of {run.config.name} (fail here, pass on {reference.config.name})",
+                      regressions, run)
+        if regressions - EXPECTED.keys():
+            status = 1
+    stale = EXPECTED.keys() - set().union(*(run.failed() for run in runs.values()))
+    if stale:
+        print(f"\nExpected failures that no longer fail (remove them from EXPECTED): {sorted(stale)}")
+    return status
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("labels", nargs="*", default=MODULES, help="Django test labels (default: MODULES)")
+    parser.add_argument("--parallel", type=int, default=2, help="runtests.py --parallel for unpatched runs")
+    parser.add_argument("--timeout", type=float, default=360, help="seconds allowed per configuration")
+    args = parser.parse_args()
+    tests = django_tests()
+    install_requirements(tests)
+    with embedded.server_url() as url:
+        labels, template = prepare_server(url, args.labels)
+        try:
+            runs = {config.name: run(config, tests, url, template, args.parallel, labels, args.timeout)
+                    for config in CONFIGS}
+        finally:
+            embedded.drop_database(url, TEMPLATE)
+    return report(runs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
