@@ -82,7 +82,19 @@ COLLATION = "sv-x-icu"
 TEMPLATE = "djsuite_template"
 
 #: Test id -> why hybridpool cannot pass it. Only for something a pool truly cannot do.
-EXPECTED: dict[str, str] = {}
+_PERSISTENT = ("patches CONN_MAX_AGE = None into the live alias and needs its connection to persist across"
+               " requests: persistent connections are what a pool replaces, and hybridpool refuses them"
+               " (DESIGN.md section 4); Django's pool refuses them too and passes only because the setting"
+               " is patched after its pool exists")
+EXPECTED: dict[str, str] = {
+    "backends.base.test_base.ConnectionHealthChecksTests.test_health_checks_disabled": _PERSISTENT,
+    "backends.base.test_base.ConnectionHealthChecksTests.test_health_checks_enabled_errors_occurred": _PERSISTENT,
+    "backends.postgresql.tests.Tests.test_pooling_health_checks": (
+        "asserts that psycopg_pool's private pool._check is None when CONN_HEALTH_CHECKS is False;"
+        " hybridpool checks a connection idle for 1 s or whose socket has data pending whatever"
+        " CONN_HEALTH_CHECKS says: that check is what keeps a terminated connection from being"
+        " lent (DESIGN.md invariant 3)"),
+}
 
 STOCK = "django.db.backends.postgresql"
 HYBRIDPOOL = "hybridpool.backends.postgresql"

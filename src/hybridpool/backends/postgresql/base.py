@@ -90,22 +90,25 @@ class DatabaseWrapperMixin:
         Django's attribute for its built-in pool, which Django's own backend code reads: so
         ``connection.pool`` and ``close_pool()`` work as they do with Django's pool.
 
-        :raises ImproperlyConfigured: ``CONN_MAX_AGE`` is not 0, or a pool setting is wrong.
+        :raises ImproperlyConfigured: when the pool is built: ``CONN_MAX_AGE`` is not 0, or a pool
+            setting is wrong.
         """
-        if not self.pooled:
-            return None
-        self._check_pool_settings()
-        return self.get_pool()
+        return self.get_pool() if self.pooled else None
 
     def check_settings(self) -> None:
-        """Django's checks, then the pool's (see :attr:`pool`); runs at every ``connect()``, so a
-        wrong setting fails at first use."""
+        """Django's checks, then the pool settings'; runs at every ``connect()``, so a wrong setting
+        fails at first use."""
         super().check_settings()  # type: ignore[misc]
         self.isolation_level_option  # noqa: B018 - validate
         if self.pooled:
-            self._check_pool_settings()
+            self.pool_config  # noqa: B018 - validate
 
     def _check_pool_settings(self) -> None:
+        """What a pool needs of the settings; checked when a pool is built, as Django's pool does
+        (a test may patch ``CONN_MAX_AGE`` into an alias whose pool exists).
+
+        :raises ImproperlyConfigured: ``CONN_MAX_AGE`` is not 0, or a pool setting is wrong.
+        """
         max_age = self.settings_dict["CONN_MAX_AGE"]
         if max_age != 0:
             raise ImproperlyConfigured(
@@ -125,7 +128,10 @@ class DatabaseWrapperMixin:
         """Build a (closed) pool for this alias from its settings; the registry opens it.
 
         Logs, once per pool, how the peers' settings in ``OPTIONS`` were read.
+
+        :raises ImproperlyConfigured: ``CONN_MAX_AGE`` is not 0, or a pool setting is wrong.
         """
+        self._check_pool_settings()
         where = f"DATABASES[{self.alias!r}]['OPTIONS']"
         for note in translate(self.settings_dict["OPTIONS"], where)[1]:
             logger.info("%s: %s", where, note)
