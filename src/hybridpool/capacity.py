@@ -49,11 +49,6 @@ class Capacity(Generic[C, W]):
         self.nconns = 0
         self.growing = False
 
-    @property
-    def in_use(self) -> int:
-        """Connections lent out or being opened."""
-        return self.nconns - len(self.idle)
-
     def take(self) -> C | None:
         """Return an idle connection, unless there is none or callers queued earlier."""
         if self.idle and not self.waiting:

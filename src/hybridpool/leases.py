@@ -99,10 +99,10 @@ class Leases:
             if (lease := self._leases.get(id(conn))) is not None:
                 lease.borrower = borrower
 
-    def end(self, conn: Any) -> None:
-        """Record that ``conn`` came back."""
+    def end(self, conn: Any) -> Lease | None:
+        """Record that ``conn`` came back; return its lease (None if it was not lent)."""
         with self._lock:
-            self._leases.pop(id(conn), None)
+            return self._leases.pop(id(conn), None)
 
     def pop_strays(self) -> list[Lease]:
         """Remove and return the leases whose borrower has ended."""

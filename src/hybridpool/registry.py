@@ -70,11 +70,6 @@ async def _close_at_loop_shutdown(pool: LoopPool) -> None:
         _keep_alive.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
-def pools(alias: str | None = None) -> list[Pool]:
-    """Return this process's pools (of ``alias`` only, if given)."""
-    return [pool for (name, _), pool in list(_pools.items()) if alias in (None, name)]
-
-
 def close_all(alias: str | None = None) -> None:
     """Close this process's pools (of ``alias`` only, if given); the next use builds new ones.
 

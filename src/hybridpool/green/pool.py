@@ -36,10 +36,6 @@ logger = logging.getLogger("hybridpool")
 
 _names = itertools.count(1)
 
-#: Attribute holding when a connection was lent (monotonic seconds), for the ``usage_ms`` stat.
-LENT_AT = "_hybridpool_lent_at"
-
-
 class GreenPool(base.Pool):
     """A pool of :class:`psycopg.Connection` for greenlets.
 
@@ -94,7 +90,7 @@ class GreenPool(base.Pool):
         if self._closed:
             self._closed = False
             self._maintenance = gevent.spawn(_maintain, weakref.ref(self), self._borrower_ended,
-                                             self._maintenance_interval())
+                                             maintenance_interval(self.config))
             self._grow()
             logger.info("pool %r opened: min_size=%s, max_size=%s", self.name, self.min_size, self.max_size)
         if wait:
@@ -146,7 +142,6 @@ class GreenPool(base.Pool):
                 self._close_connection(conn)
                 self._grow()
                 continue
-            setattr(conn, LENT_AT, monotonic())
             self.leases.lend(conn)
             return conn
 
@@ -192,8 +187,8 @@ class GreenPool(base.Pool):
             return
         if getattr(conn, "_pool", None) is not self:
             raise ValueError(f"can't return connection to pool {self.name!r}, it doesn't belong to it")
-        self.leases.end(conn)
-        self._stats[base.USAGE_MS] += int(1000.0 * (monotonic() - getattr(conn, LENT_AT, monotonic())))
+        if (lease := self.leases.end(conn)) is not None:
+            self._stats[base.USAGE_MS] += int(1000.0 * (monotonic() - lease.lent_at))
         if self._closed:
             self._close_connection(conn)
         elif not session.rollback_or_refuse(conn):
@@ -290,9 +285,6 @@ class GreenPool(base.Pool):
         self._grow()
 
     # -- maintenance
-
-    def _maintenance_interval(self) -> float:
-        return maintenance_interval(self.config)
 
     def _maintain(self) -> None:
         """Take back what ended borrowers left; close idle connections above ``min_size`` unused for
