@@ -26,6 +26,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,7 +50,7 @@ DEPLOYMENTS: dict[str, dict[str, Any]] = {
     },
     "asgi": {
         "command": [str(BIN / "uvicorn"), "project.asgi:application", "--host", HOST, "--port", "{port}",
-                    "--workers", "1", "--no-access-log", "--lifespan", "off"],
+                    "--workers", "1", "--no-access-log", "--lifespan", "on"],
         "paths": ["/notes/", "POST:/notes/", "/raw/"],
         "pools": 2,
     },
@@ -125,6 +128,42 @@ def stop(server: subprocess.Popen[bytes]) -> None:
         server.wait()
 
 
+@dataclass
+class Server:
+    """A server process started by :func:`serving`."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: IO[bytes]
+    #: The end of its output, once it has stopped.
+    output: str = ""
+
+    def read_log(self) -> str:
+        """The end of its output so far."""
+        return read_log(self.log)
+
+
+@contextmanager
+def serving(command: list[str], cwd: Path, env: dict[str, str], port: int) -> Iterator[Server]:
+    """Start ``command`` (``{port}`` filled in) in a session of its own, wait until it serves
+    ``/stats/`` on ``port``, yield it, then :func:`stop` it unless it has already exited.
+
+    :raises RuntimeError: with its output, if it exits or is not serving in time.
+    """
+    base_url = f"http://{HOST}:{port}"
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen([part.format(port=port) for part in command], cwd=cwd, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        server = Server(process, base_url, log)
+        try:
+            wait_until_serving(process, base_url, log)
+            yield server
+        finally:
+            if process.poll() is None:
+                stop(process)
+            server.output = read_log(log)
+
+
 def problems(result: dict[str, Any]) -> list[str]:
     """What went wrong in a deployment's result: errors, too many connections, leftovers."""
     found = []
@@ -152,18 +191,10 @@ def run_deployment(kind: str, conninfo: str, requests: int, concurrency: int, ma
     port = free_port()
     env = environment(kind, conninfo, max_size, port)
     migrate(kind, env)
-    base_url = f"http://{HOST}:{port}"
-    command = [part.format(port=port) for part in deployment["command"]]
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(command, cwd=EXAMPLES / kind, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        try:
-            wait_until_serving(server, base_url, log)
-            result = asyncio.run(run_load(base_url, deployment["paths"], requests, concurrency, conninfo,
-                                          env["HYBRIDPOOL_APPLICATION_NAME"]))
-        finally:
-            stop(server)
-        result["server_log"] = read_log(log)
+    with serving(deployment["command"], EXAMPLES / kind, env, port) as server:
+        result = asyncio.run(run_load(server.base_url, deployment["paths"], requests, concurrency, conninfo,
+                                      env["HYBRIDPOOL_APPLICATION_NAME"]))
+    result["server_log"] = server.output
     result.update(
         kind=kind,
         max_size=max_size,

@@ -117,24 +117,25 @@ def conninfo() -> str:
     return _state["conninfo"]
 
 
-def server_connections(application_name: str) -> int:
-    """Count the server connections with ``application_name`` in ``pg_stat_activity``."""
-    with psycopg.connect(_state["conninfo"], autocommit=True) as conn:
+def server_connections(application_name: str, conninfo: str | None = None) -> int:
+    """Count the server connections with ``application_name`` in ``pg_stat_activity`` (of the test
+    server, or of the server of ``conninfo``)."""
+    with psycopg.connect(conninfo or _state["conninfo"], autocommit=True) as conn:
         return conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name]
         ).fetchone()[0]
 
 
-def server_states(application_name: str) -> list[str]:
+def server_states(application_name: str, conninfo: str | None = None) -> list[str]:
     """The ``pg_stat_activity`` states of the server connections with ``application_name``."""
-    with psycopg.connect(_state["conninfo"], autocommit=True) as conn:
+    with psycopg.connect(conninfo or _state["conninfo"], autocommit=True) as conn:
         rows = conn.execute("SELECT state FROM pg_stat_activity WHERE application_name = %s", [application_name])
         return [state for (state,) in rows]
 
 
-def terminate(application_name: str) -> int:
+def terminate(application_name: str, conninfo: str | None = None) -> int:
     """End every server connection with ``application_name``, waiting until they are gone."""
-    with psycopg.connect(_state["conninfo"], autocommit=True) as conn:
+    with psycopg.connect(conninfo or _state["conninfo"], autocommit=True) as conn:
         return conn.execute(
             "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE application_name = %s",
             [application_name],
@@ -174,14 +175,15 @@ def run_concurrently(func: Callable[[int], Any], n: int, timeout: float = 30.0) 
 class PeakSampler:
     """Sample the server connections of one application_name every 10 ms in the background."""
 
-    def __init__(self, application_name: str) -> None:
+    def __init__(self, application_name: str, conninfo: str | None = None) -> None:
         self.application_name = application_name
+        self.conninfo = conninfo or _state["conninfo"]
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
-        with psycopg.connect(_state["conninfo"], autocommit=True) as conn:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
             while not self._stop.is_set():
                 count = conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [self.application_name]

@@ -11,3 +11,5 @@ workers = 1
 worker_connections = 1000
 bind = f"127.0.0.1:{os.environ.get('PORT', '8001')}"
 timeout = 30
+# gunicorn 27 opens a control socket at one fixed path per user: not wanted by a test or an example
+control_socket_disable = True

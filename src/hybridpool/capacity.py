@@ -48,6 +48,7 @@ class Capacity(Generic[C, W]):
         self.waiting: deque[W] = deque()
         self.nconns = 0
         self.growing = False
+        self.filling = True
 
     def take(self) -> C | None:
         """Return an idle connection, unless there is none or callers queued earlier."""
@@ -82,10 +83,23 @@ class Capacity(Generic[C, W]):
         self.nconns -= 1
 
     def fill(self) -> int:
-        """Reserve the slots needed to reach ``min_size``; return how many connections to open."""
+        """Reserve the slots needed to reach ``min_size``; return how many connections to open
+        (none while filling is stopped)."""
+        if not self.filling:
+            return 0
         missing = max(self.min_size - self.nconns, 0)
         self.nconns += missing
         return missing
+
+    def stop_filling(self) -> None:
+        """Reconnecting failed for ``reconnect_timeout``: stop refilling to ``min_size`` until a
+        connection opens again; waiting callers still grow the pool, one connection at a time.
+        psycopg_pool does the same: after giving up it connects again only on demand."""
+        self.filling = False
+
+    def connected(self) -> None:
+        """A connection opened: refilling to ``min_size`` resumes."""
+        self.filling = True
 
     def grow(self) -> bool:
         """Reserve a slot for one more connection if callers wait and the cap allows it.

@@ -3,7 +3,8 @@
 After ``fork()`` the child forgets its parent's pools without touching their connections (they
 belong to the parent: closing them would end the parent's sessions), so it builds its own on first
 use. At interpreter exit the pools of this process are closed, so the server sees a proper
-terminate message for each connection.
+terminate message for each connection; :func:`aclose_all` does it at an ASGI server's shutdown
+(:mod:`hybridpool.asgi.lifespan`), since uvicorn ends its process by a signal that skips ``atexit``.
 """
 
 from __future__ import annotations
@@ -84,6 +85,14 @@ def close_all(alias: str | None = None) -> None:
             pool = loop_pools.pop(name)
             if not loop.is_closed() and not loop.is_running():
                 loop.run_until_complete(pool.close())
+
+
+async def aclose_all() -> None:
+    """Close this process's pools from inside a running event loop: the loop's async pools in
+    it, the others in a worker thread (closing a pool joins its threads)."""
+    for pool in _loop_pools.pop(asyncio.get_running_loop(), {}).values():
+        await pool.close()
+    await asyncio.to_thread(close_all)
 
 
 def _forget_after_fork() -> None:

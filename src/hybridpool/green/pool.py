@@ -249,6 +249,7 @@ class GreenPool(base.Pool):
             if delay is None:
                 logger.warning("pool %r gives up connecting: %s", self.name, ex)
                 self._cap.release()
+                self._cap.stop_filling()
                 if growing:
                     self._cap.growing = False
                 if self.config.reconnect_failed is not None and not self._closed:
@@ -258,6 +259,7 @@ class GreenPool(base.Pool):
                 gevent.spawn_later(delay, self._add_connection, growing, backoff)
             return
         self._opened += 1
+        self._cap.connected()
         if self._opened >= self.min_size:
             self._filled.set()
         self._hand_over(conn)
