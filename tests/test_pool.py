@@ -99,20 +99,23 @@ def test_max_waiting_refuses_at_once(make_pool):
     waiting.join(5)
 
 
-def test_open_transaction_is_rolled_back_on_return(make_pool, conninfo):
-    pool = make_pool(max_size=1)
+@pytest.mark.parametrize("reset", ["safe", "rollback"])  # the thread driver runs "rollback" in putconn
+def test_open_transaction_is_rolled_back_on_return(make_pool, conninfo, reset):
+    pool = make_pool(max_size=1, reset=reset)
     with psycopg.connect(conninfo, autocommit=True) as admin:
         admin.execute("CREATE TABLE IF NOT EXISTS pool_rollback (x int)")
     conn = pool.getconn()
     pid = backend_pid(conn)
     conn.autocommit = False
+    conn.read_only = False
+    conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
     conn.execute("INSERT INTO pool_rollback VALUES (1)")
     assert conn.info.transaction_status == TransactionStatus.INTRANS
     pool.putconn(conn)
 
     conn = pool.getconn()
     assert backend_pid(conn) == pid  # the same connection, cleaned
-    assert conn.autocommit
+    assert conn.autocommit and conn.read_only is None and conn.isolation_level is None
     assert conn.info.transaction_status == TransactionStatus.IDLE
     assert conn.execute("SELECT count(*) FROM pool_rollback").fetchone()[0] == 0
     pool.putconn(conn)
@@ -181,8 +184,9 @@ def test_max_idle_closes_surplus_connections(make_pool):
     assert pool.get_stats()["pool_size"] == 1
 
 
-def test_safe_reset_leaves_nothing_for_the_next_borrower(make_pool):
-    pool = make_pool(max_size=1)
+@pytest.mark.parametrize("check", ["auto", "never"])  # the green driver reads its reset's answer in either
+def test_safe_reset_leaves_nothing_for_the_next_borrower(make_pool, check):
+    pool = make_pool(max_size=1, check=check)
     with pool.connection() as conn:
         pid = backend_pid(conn)
         conn.execute("SET statement_timeout = '1234ms'")
@@ -199,6 +203,16 @@ def test_safe_reset_leaves_nothing_for_the_next_borrower(make_pool):
         assert conn.execute("SELECT to_regclass('pg_temp.scratch')").fetchone() == (None,)
         assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM pg_listening_channels()").fetchone() == (0,)
+
+
+def test_a_reset_that_fails_discards_the_connection_within_the_next_checkout(make_pool):
+    pool = make_pool(min_size=1, max_size=1)
+    with pool.connection() as conn:
+        pid = backend_pid(conn)
+    assert terminate(pool.app) == 1  # gone while its reset ran (or before): the answer is an error
+    with pool.connection() as conn:
+        assert backend_pid(conn) != pid
+    assert pool.get_stats()["pool_size"] == 1
 
 
 def test_rollback_reset_keeps_session_state(make_pool):

@@ -8,8 +8,8 @@ with a weak reference to the borrower, so that a pool's periodic maintenance can
 connections of borrowers that have ended (:func:`reclaim`). With ``leak_timeout`` set, it also
 keeps the stack that took each connection and reports, once, those held longer.
 
-The table does no I/O and never waits; a driver calls it under its own serialization (the gevent
-hub; a lock for threads).
+The table does no I/O and never waits; its lock is an unpatched one even under gevent, since no
+greenlet can switch while it is held.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from .process import unpatched
 from .runtime import current_borrower
 
 logger = logging.getLogger("hybridpool")
@@ -40,7 +41,7 @@ def has_ended(borrower: weakref.ref[Any]) -> bool:
     return dead if dead is not None else not obj.is_alive()
 
 
-@dataclass
+@dataclass(slots=True)
 class Lease:
     """One lent connection: its borrower, when it was lent, and (with ``leak_timeout``) where."""
 
@@ -59,20 +60,23 @@ class Leases:
     """The connections a pool has lent, by borrower.
 
     :param leak_timeout: seconds after which a held connection is reported (0: never).
-    :param borrower: returns a weak reference to the calling greenlet or thread.
+    :param borrower: returns a weak reference to the calling greenlet or thread; called at a
+        borrower's first lease only, the reference is kept in its local storage.
     :param wake: called when a borrower that took a connection ends (from its own teardown), so
         that the pool reclaims at once rather than at its next maintenance pass. It is told
-        through a sentinel in the borrower's ``threading.local`` storage, which CPython clears when
-        a thread exits, and gevent when a greenlet dies.
+        through a sentinel in the borrower's local storage, which CPython clears when a thread
+        exits, and gevent when a greenlet dies.
+    :param local: the class of that storage: one per borrower, as ``borrower`` sees them
+        (``threading.local``, per greenlet once gevent has patched it; ``gevent.local.local``).
     """
 
     def __init__(self, leak_timeout: float, borrower: Callable[[], weakref.ref[Any]] = current_borrower,
-                 wake: Callable[[], None] | None = None) -> None:
+                 wake: Callable[[], None] | None = None, local: Callable[[], Any] = threading.local) -> None:
         self.leak_timeout = leak_timeout
         self._borrower = borrower
         self._wake = wake
-        self._local = threading.local()
-        self._lock = threading.Lock()
+        self._local = local()
+        self._lock = unpatched("threading", "Lock")()  # held across no I/O: gevent's would only cost
         self._leases: dict[int, Lease] = {}
 
     def __len__(self) -> int:
@@ -81,12 +85,21 @@ class Leases:
     def lend(self, conn: Any) -> None:
         """Record that the caller now holds ``conn``."""
         stack = traceback.format_stack(limit=STACK_LIMIT)[:-2] if self.leak_timeout else None
-        lease = Lease(conn, self._borrower(), monotonic(), stack)
+        try:
+            borrower = self._local.borrower
+        except AttributeError:
+            borrower = self._first_lease()
+        lease = Lease(conn, borrower, monotonic(), stack)
         with self._lock:
             self._leases[id(conn)] = lease
-        if self._wake is not None and not hasattr(self._local, "sentinel"):  # this borrower's first lease
+
+    def _first_lease(self) -> weakref.ref[Any]:
+        """Keep the calling borrower in its local storage, with the sentinel that tells ``wake``."""
+        self._local.borrower = borrower = self._borrower()
+        if self._wake is not None:
             self._local.sentinel = sentinel = _Sentinel()
             weakref.finalize(sentinel, self._wake)
+        return borrower
 
     def assign(self, conn: Any, borrower: weakref.ref[Any]) -> None:
         """Make ``borrower`` the holder of lent ``conn``: the connection is a stray only when it ends.

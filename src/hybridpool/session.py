@@ -11,11 +11,15 @@ import inspect
 import logging
 import select
 from collections.abc import Callable
+from functools import partial
+from operator import attrgetter
 from time import monotonic
 from typing import Any
 
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
+
+from .process import unpatched
 
 logger = logging.getLogger("hybridpool")
 
@@ -36,15 +40,21 @@ def used_at(conn: psycopg.BaseConnection[Any]) -> float:
     return getattr(conn, USED_AT, 0.0)
 
 
+#: ``select.select`` unpatched: a zero-timeout poll never blocks, so the original is safe under
+#: gevent too, and gevent's version would also yield to the hub on every call (three times the cost
+#: of the system call, and a greenlet switch in the middle of a checkout).
+_select = unpatched("select", "select")
+
+
 def _socket_quiet(conn: psycopg.BaseConnection[Any]) -> bool:
     """True if nothing waits to be read on an idle connection's socket.
 
     An idle connection receives nothing unless the server ends it (``pg_terminate_backend``,
     restart: an error message and EOF) or a ``NOTIFY`` arrives; a zero-timeout poll of the socket
-    tells without a round trip.
+    tells without a round trip: one system call.
     """
     try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+        readable, _, _ = _select([conn.pgconn.socket], [], [], 0)
     except (OSError, ValueError, psycopg.OperationalError):
         return False
     return not readable
@@ -62,7 +72,7 @@ def needs_check(conn: psycopg.BaseConnection[Any], policy: str = "auto") -> bool
         return False
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
-    return not (policy == "auto" and monotonic() - used_at(conn) < RECENT and _socket_quiet(conn))
+    return not (policy == "auto" and monotonic() - getattr(conn, USED_AT, 0.0) < RECENT and _socket_quiet(conn))
 
 
 def check_connection(conn: psycopg.Connection[Any], policy: str | Callable[..., Any] = "auto") -> None:
@@ -70,12 +80,25 @@ def check_connection(conn: psycopg.Connection[Any], policy: str | Callable[..., 
 
     ``policy`` is the ``check`` setting: one of :func:`needs_check`'s, or a callable doing the check.
 
+    A reset sent on return (:func:`send_reset`) is read first, whatever the policy.
+
     :raises psycopg.OperationalError: if the connection is broken.
     """
+    if getattr(conn, RESET_SENT, False):
+        finish_reset(conn)
     if callable(policy):
         policy(conn)
     elif needs_check(conn, policy):
         conn.execute("")  # every idle pooled connection is in autocommit: no BEGIN
+
+
+def make_check(policy: str | Callable[..., Any], *, asynchronous: bool = False) -> Callable[..., Any] | None:
+    """Return what checks a connection before it is lent, per the ``check`` setting:
+    :func:`check_connection` (:func:`acheck_connection`) bound to ``policy``; for ``"never"``, no
+    check: :func:`finish_reset` alone, or None for asyncio (which never defers its reset)."""
+    if policy == "never":
+        return None if asynchronous else finish_reset
+    return partial(acheck_connection if asynchronous else check_connection, policy=policy)
 
 
 async def acheck_connection(conn: psycopg.AsyncConnection[Any], policy: str | Callable[..., Any] = "auto") -> None:
@@ -161,6 +184,70 @@ CLIENT_DEFAULTS = (("autocommit", True), ("isolation_level", None), ("read_only"
 #: What ``reset="safe"`` runs: role, every GUC, advisory locks, temp tables, ``LISTEN``, ``WITH
 #: HOLD`` cursors and prepared statements go back to the state of a new session.
 SAFE_RESET = "DISCARD ALL"
+_SAFE_RESET_QUERY = SAFE_RESET.encode()
+
+
+#: The mark of a connection whose :data:`SAFE_RESET` was sent and whose answer is not read yet.
+RESET_SENT = "_hybridpool_reset_sent"
+
+#: Longest wait for the answer to a sent reset (s); a server that takes longer is taken for gone.
+RESET_TIMEOUT = 10.0
+
+
+def send_reset(conn: psycopg.Connection[Any]) -> None:
+    """Send :data:`SAFE_RESET` on an idle connection and return without waiting for its answer.
+
+    The returning greenlet is spared a round trip: the server runs the reset while the connection
+    waits in the pool, and :func:`finish_reset` reads the answer, usually already there, before
+    anyone else gets the connection. Only libpq's asynchronous calls are used (``send_query``;
+    psycopg keeps its connections non-blocking), and the connection is marked :data:`RESET_SENT`.
+
+    :raises psycopg.OperationalError: the connection is broken.
+    """
+    conn.pgconn.send_query(_SAFE_RESET_QUERY)
+    setattr(conn, RESET_SENT, True)
+
+
+def finish_reset(conn: psycopg.Connection[Any]) -> None:
+    """Read the answer to a reset sent by :func:`send_reset`, waiting for it if it has not come.
+
+    The wait is ``select.select``, cooperative once gevent has patched it, and lasts at most
+    :data:`RESET_TIMEOUT`. Notifications the previous borrower's ``LISTEN`` received are dropped.
+
+    :raises psycopg.OperationalError: the reset failed, timed out or the connection broke; the
+        connection is then closed, so a pool that gets it back discards it.
+    """
+    if not getattr(conn, RESET_SENT, False):
+        return
+    setattr(conn, RESET_SENT, False)
+    pgconn = conn.pgconn
+    deadline = monotonic() + RESET_TIMEOUT
+    try:
+        while pgconn.flush():  # the rest of the query, had the socket's buffer been full
+            _wait_socket(pgconn.socket, deadline, write=True)
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            _wait_socket(pgconn.socket, deadline)
+            pgconn.consume_input()
+        failure = None
+        while (result := pgconn.get_result()) is not None:
+            if result.status != ExecStatus.COMMAND_OK:
+                failure = (result.error_message or b"").decode(errors="replace").strip()
+        while pgconn.notifies() is not None:
+            pass
+        if failure is not None:
+            raise psycopg.OperationalError(f"{SAFE_RESET} failed: {failure}")
+    except psycopg.Error:
+        pgconn.finish()
+        raise
+
+
+def _wait_socket(fileno: int, deadline: float, write: bool = False) -> None:
+    remaining = deadline - monotonic()
+    if remaining <= 0:
+        raise psycopg.OperationalError(f"no answer to {SAFE_RESET} within {RESET_TIMEOUT} s")
+    fds = [fileno]
+    select.select([] if write else fds, fds if write else [], [], remaining)
 
 
 def forget_prepared(conn: psycopg.BaseConnection[Any]) -> None:
@@ -176,24 +263,37 @@ def forget_prepared(conn: psycopg.BaseConnection[Any]) -> None:
         prepared.clear()
 
 
+#: Reads the :data:`CLIENT_DEFAULTS` attributes of a connection at once, and their idle values.
+_client_state = attrgetter(*(name for name, _ in CLIENT_DEFAULTS))
+_IDLE_STATE = tuple(value for _, value in CLIENT_DEFAULTS)
+
+
 def _changed_attributes(conn: psycopg.BaseConnection[Any]) -> list[tuple[str, Any]]:
+    """The :data:`CLIENT_DEFAULTS` that ``conn`` no longer has: call it only if
+    ``_client_state(conn) != _IDLE_STATE`` (one C call, the common case on the warm path)."""
     return [(name, value) for name, value in CLIENT_DEFAULTS if getattr(conn, name) != value]
 
 
-def make_reset(reset: str | Callable[..., Any]) -> Callable[[psycopg.Connection[Any]], None]:
+def make_reset(reset: str | Callable[..., Any], *, send_only: bool = False) -> Callable[[psycopg.Connection[Any]], None]:
     """Return the function that resets an idle returned connection, per the ``reset`` setting.
 
     Every variant restores :data:`CLIENT_DEFAULTS` and stamps the connection as used; ``"safe"``
     then runs :data:`SAFE_RESET`, a callable runs instead of it and must leave the connection idle.
 
+    :param send_only: ``"safe"`` only sends :data:`SAFE_RESET` (:func:`send_reset`); the pool must
+        then pass the connection to :func:`check_connection` or :func:`finish_reset` before lending it.
     :raises psycopg.Error: if the reset fails; the caller closes the connection.
     """
 
     def reset_connection(conn: psycopg.Connection[Any]) -> None:
-        for name, value in _changed_attributes(conn):
-            setattr(conn, name, value)
+        if _client_state(conn) != _IDLE_STATE:
+            for name, value in _changed_attributes(conn):
+                setattr(conn, name, value)
         if reset == "safe":
-            conn.execute(SAFE_RESET, prepare=False)
+            if send_only:
+                send_reset(conn)
+            else:
+                conn.execute(SAFE_RESET, prepare=False)
             forget_prepared(conn)
         elif callable(reset):
             reset(conn)
@@ -207,8 +307,9 @@ def make_areset(reset: str | Callable[..., Any]) -> Callable[[psycopg.AsyncConne
     """The async twin of :func:`make_reset`; a callable ``reset`` may be a coroutine function."""
 
     async def reset_connection(conn: psycopg.AsyncConnection[Any]) -> None:
-        for name, value in _changed_attributes(conn):
-            await getattr(conn, f"set_{name}")(value)
+        if _client_state(conn) != _IDLE_STATE:
+            for name, value in _changed_attributes(conn):
+                await getattr(conn, f"set_{name}")(value)
         if reset == "safe":
             await conn.execute(SAFE_RESET, prepare=False)
             forget_prepared(conn)

@@ -10,13 +10,10 @@ the shared check and reset (:mod:`hybridpool.session`) and words the errors like
 
 from __future__ import annotations
 
-import os
+import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 import psycopg
@@ -24,9 +21,11 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
 
 from .. import pool as base
-from .. import session
+from .. import process, session
 from ..config import PoolConfig
 from ..leases import Leases, maintenance_interval, reclaim
+
+logger = logging.getLogger("hybridpool")
 
 
 def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchronous: bool) -> dict[str, Any]:
@@ -35,17 +34,19 @@ def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchr
     Idle pooled connections are kept in autocommit (Django sets its own mode on checkout), and
     ``close()`` on a lent connection returns it to the pool (psycopg_pool's ``close_returns``):
     that is what Django's ``connection.close()`` calls.
+
+    :class:`ThreadPool` gets no ``reset`` callback: it resets in :meth:`ThreadPool.putconn`, in the
+    returning thread, as the green driver does. Given one, psycopg_pool would hand every return to
+    a worker thread, and the next checkout of that connection would wait for the hand-over (about
+    100 µs of thread switches on the benchmark machine, more than the reset's round trip).
     """
-    if asynchronous:
-        check, reset, configure = session.acheck_connection, session.make_areset, session.make_aconfigure
-    else:
-        check, reset, configure = session.check_connection, session.make_reset, session.make_configure
+    configure = session.make_aconfigure if asynchronous else session.make_configure
     return {
         "kwargs": {**(kwargs or {}), "autocommit": True},
         "name": config.name,
         "configure": configure(config.configure),
-        "check": None if config.check == "never" else partial(check, policy=config.check),
-        "reset": reset(config.reset),
+        "check": session.make_check(config.check, asynchronous=asynchronous),
+        "reset": session.make_areset(config.reset) if asynchronous else None,
         "reconnect_failed": config.reconnect_failed,
         "num_workers": config.num_workers,
         "close_returns": True,
@@ -59,18 +60,17 @@ def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchr
     }
 
 
-@contextmanager
-def _getconn_errors(pool: ThreadPool | LoopPool, timeout: float | None) -> Iterator[None]:
-    """Refuse use from a forked child; word psycopg_pool's errors as every driver does."""
-    if pool.pid != os.getpid():
+def _refuse_forked(pool: ThreadPool | LoopPool) -> None:
+    """Refuse use from a forked child."""
+    if pool.pid != process.pid:
         raise base.closed_error(pool.name, pool.pid)
-    try:
-        yield
-    except PoolTimeout:
-        wait = pool.timeout if timeout is None else timeout
-        raise base.timeout_error(pool.name, pool.get_stats(), wait) from None
-    except TooManyRequests:
-        raise base.too_many_requests_error(pool.name, pool.get_stats(), pool.max_waiting) from None
+
+
+def _worded(pool: ThreadPool | LoopPool, ex: PoolTimeout | TooManyRequests, timeout: float | None) -> Exception:
+    """Word psycopg_pool's error ``ex`` as every driver does."""
+    if isinstance(ex, TooManyRequests):
+        return base.too_many_requests_error(pool.name, pool.get_stats(), pool.max_waiting)
+    return base.timeout_error(pool.name, pool.get_stats(), pool.timeout if timeout is None else timeout)
 
 
 #: How long after its thread-local storage is cleared an ending thread stops being alive.
@@ -90,10 +90,11 @@ class ThreadPool(ConnectionPool, base.Pool):
     def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
                  config: PoolConfig | None = None, open: bool = False) -> None:
         self.config = config or PoolConfig()
-        self.pid = os.getpid()
+        self.pid = process.pid
         self._borrower_ended = threading.Event()
         self.leases = Leases(self.config.leak_timeout, wake=self._borrower_ended.set)
         self._watcher: threading.Thread | None = None
+        self._reset_returned = session.make_reset(self.config.reset)  # psycopg_pool has its own _reset
         super().__init__(conninfo, open=open, **pool_arguments(self.config, kwargs, asynchronous=False))
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -107,18 +108,30 @@ class ThreadPool(ConnectionPool, base.Pool):
 
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
-        with _getconn_errors(self, timeout):
+        _refuse_forked(self)
+        try:
             conn = super().getconn(timeout)
+        except (PoolTimeout, TooManyRequests) as ex:
+            raise _worded(self, ex, timeout) from None
         self.leases.lend(conn)
         return conn
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:
-        """Give back a connection; in a forked child, drop the parent's connection untouched."""
-        if self.pid == os.getpid():
-            self.leases.end(conn)
-            if conn.pgconn.transaction_status == TransactionStatus.ACTIVE:
-                session.cancel_query(conn)  # psycopg_pool closes it next, without cancelling
-            super().putconn(conn)
+        """Give back a connection: rolled back and reset here, in the returning thread, then to
+        psycopg_pool, which closes it if it is broken, in the middle of a query or past
+        ``max_lifetime``; in a forked child, the parent's connection is dropped untouched."""
+        if self.pid != process.pid:
+            return
+        self.leases.end(conn)
+        if conn.pgconn.transaction_status == TransactionStatus.ACTIVE:
+            session.cancel_query(conn)  # psycopg_pool closes it next, without cancelling
+        elif getattr(conn, "_pool", None) is self and not self.closed and session.rollback_or_refuse(conn):
+            try:
+                self._reset_returned(conn)
+            except psycopg.Error as ex:
+                logger.warning("error resetting a connection of pool %r, closing it: %s", self.name, ex)
+                conn.pgconn.finish()  # psycopg_pool discards a closed connection and opens another
+        super().putconn(conn)
 
 
 def _watch(ref: weakref.ref[ThreadPool], borrower_ended: threading.Event, interval: float) -> None:
@@ -129,7 +142,7 @@ def _watch(ref: weakref.ref[ThreadPool], borrower_ended: threading.Event, interv
             borrower_ended.clear()
             time.sleep(THREAD_EXIT_SECONDS)  # the ending thread is still alive while its locals go
         pool = ref()
-        if pool is None or pool.closed or pool.pid != os.getpid():
+        if pool is None or pool.closed or pool.pid != process.pid:
             return
         reclaim(pool, pool.leases)
         del pool
@@ -145,15 +158,18 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
     def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
                  config: PoolConfig | None = None) -> None:
         self.config = config or PoolConfig()
-        self.pid = os.getpid()
+        self.pid = process.pid
         super().__init__(conninfo, open=False, **pool_arguments(self.config, kwargs, asynchronous=True))
 
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
         """Take a connection; see :meth:`hybridpool.AsyncPool.getconn`."""
-        with _getconn_errors(self, timeout):
+        _refuse_forked(self)
+        try:
             return await super().getconn(timeout)
+        except (PoolTimeout, TooManyRequests) as ex:
+            raise _worded(self, ex, timeout) from None
 
     async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Give back a connection; in a forked child, drop the parent's connection untouched."""
-        if self.pid == os.getpid():
+        if self.pid == process.pid:
             await super().putconn(conn)

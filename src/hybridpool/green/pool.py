@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import weakref
-from collections import Counter
+from collections import defaultdict
 from time import monotonic
 from typing import Any
 
 import gevent
 import gevent.event
+import gevent.local
 import psycopg
 
 from .. import pool as base
-from .. import session
+from .. import process, session
 from ..capacity import Backoff, Capacity, expiry
 from ..config import PoolConfig
 from ..leases import Leases, maintenance_interval, reclaim
@@ -58,15 +58,17 @@ class GreenPool(base.Pool):
         self.min_size = config.min_size
         self.max_size = config.max_size
         self.timeout = config.timeout
-        self.pid = os.getpid()
+        self.pid = process.pid
         self._cap: Capacity[psycopg.Connection[Any], gevent.event.AsyncResult] = Capacity(
             config.min_size, config.max_size, config.max_waiting
         )
-        self._reset = session.make_reset(config.reset)
+        self._check = session.make_check(config.check)
+        self._reset = session.make_reset(config.reset, send_only=True)  # read back by self._check
         self._configure = session.make_configure(config.configure)
-        self._stats: Counter[str] = Counter()
+        self._stats: defaultdict[str, int] = defaultdict(int)  # counters; a Counter costs twice as much to add to
         self._borrower_ended = gevent.event.Event()
-        self.leases = Leases(config.leak_timeout, borrower=_current_greenlet, wake=self._borrower_ended.set)
+        self.leases = Leases(config.leak_timeout, borrower=_current_greenlet, wake=self._borrower_ended.set,
+                             local=gevent.local.local)
         self._opened = 0  # connections established and not closed
         self._filled = gevent.event.Event()  # set once min_size connections are established
         self._closed = True
@@ -107,7 +109,7 @@ class GreenPool(base.Pool):
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool: waiters get :class:`PoolClosed`, idle connections are closed now and
         lent ones when they are returned."""
-        if self._closed or self.pid != os.getpid():
+        if self._closed or self.pid != process.pid:
             return  # a forked child leaves its parent's connections alone
         self._closed = True
         while self._cap.waiting:
@@ -127,7 +129,7 @@ class GreenPool(base.Pool):
 
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
-        if self._closed or self.pid != os.getpid():
+        if self._closed or self.pid != process.pid:
             raise base.closed_error(self.name, self.pid)
         wait = self.timeout if timeout is None else timeout
         deadline = monotonic() + wait
@@ -135,7 +137,7 @@ class GreenPool(base.Pool):
         while True:
             conn = self._cap.take() or self._wait_for_connection(deadline, wait)
             try:
-                session.check_connection(conn, self.config.check)
+                self._check(conn)
             except psycopg.Error as ex:
                 logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
                 self._stats[base.CONNECTIONS_LOST] += 1
@@ -183,18 +185,19 @@ class GreenPool(base.Pool):
 
         :raises ValueError: the connection does not belong to this pool.
         """
-        if self.pid != os.getpid():
+        if self.pid != process.pid:
             return
         if getattr(conn, "_pool", None) is not self:
             raise ValueError(f"can't return connection to pool {self.name!r}, it doesn't belong to it")
+        now = monotonic()
         if (lease := self.leases.end(conn)) is not None:
-            self._stats[base.USAGE_MS] += int(1000.0 * (monotonic() - lease.lent_at))
+            self._stats[base.USAGE_MS] += int(1000.0 * (now - lease.lent_at))
         if self._closed:
             self._close_connection(conn)
         elif not session.rollback_or_refuse(conn):
             self._stats[base.RETURNS_BAD] += 1
             self._replace(conn)
-        elif monotonic() >= conn._expire_at:
+        elif now >= conn._expire_at:
             logger.info("closing expired connection of pool %r", self.name)
             self._replace(conn)
         else:
@@ -304,7 +307,7 @@ class GreenPool(base.Pool):
         """Check every idle connection with an empty query; close and replace the broken ones."""
         for conn in self._cap.remove_idle(lambda conn: True):
             try:
-                conn.execute("")
+                session.check_connection(conn, "always")
             except psycopg.Error:
                 self._stats[base.CONNECTIONS_LOST] += 1
                 self._close_connection(conn)
@@ -343,7 +346,7 @@ def _maintain(ref: weakref.ref[GreenPool], borrower_ended: gevent.event.Event, i
         borrower_ended.wait(interval)
         borrower_ended.clear()
         pool = ref()
-        if pool is None or pool.closed or pool.pid != os.getpid():
+        if pool is None or pool.closed or pool.pid != process.pid:
             return
         pool._maintain()
         del pool
