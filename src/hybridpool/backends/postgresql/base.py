@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from functools import cached_property
 from typing import Any
 
@@ -32,6 +33,9 @@ from ...pool import Pool
 from .creation import DatabaseCreation
 
 logger = logging.getLogger("hybridpool")
+
+#: The connection parameters each pool was built with (:meth:`DatabaseWrapperMixin.pool_connection_params`).
+_pool_params: weakref.WeakKeyDictionary[Pool, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 class DatabaseWrapperMixin:
@@ -58,6 +62,20 @@ class DatabaseWrapperMixin:
                                       health_checks=self.settings_dict["CONN_HEALTH_CHECKS"])
 
     def get_connection_params(self) -> dict[str, Any]:
+        """The connection parameters: for a pooled alias, a copy of those its pool was built with
+        (see :meth:`pool_connection_params`); else :meth:`django_connection_params`.
+
+        Django's ``connect()`` asks for them at every checkout and passes them to
+        :meth:`get_new_connection`, which takes a connection of the pool instead: they are
+        computed once per pool, not once per request.
+        """
+        if self.pooled:
+            params = _pool_params.get(self.get_pool())
+            if params is not None:
+                return dict(params)
+        return self.django_connection_params()
+
+    def django_connection_params(self) -> dict[str, Any]:
         """Django's connection parameters, less the peers' pool settings (not libpq parameters)."""
         params = super().get_connection_params()  # type: ignore[misc]
         for key in PEER_KEYS & params.keys():
@@ -85,15 +103,20 @@ class DatabaseWrapperMixin:
 
     @property
     def pool(self) -> Pool | None:
-        """This process's pool serving the calling code, or None if not :attr:`pooled`.
+        """This process's pool serving the calling code, or None if not :attr:`pooled`; while a
+        pooled connection is checked out, the pool it came from and goes back to.
 
-        Django's attribute for its built-in pool, which Django's own backend code reads: so
+        Django's attribute for its built-in pool, which Django's own backend code reads (twice per
+        checkout and return: the lender answers those without a registry look-up): so
         ``connection.pool`` and ``close_pool()`` work as they do with Django's pool.
 
         :raises ImproperlyConfigured: when the pool is built: ``CONN_MAX_AGE`` is not 0, or a pool
             setting is wrong.
         """
-        return self.get_pool() if self.pooled else None
+        if not self.pooled:
+            return None
+        lender = getattr(self.connection, "_pool", None)  # type: ignore[attr-defined]
+        return lender if lender is not None else self.get_pool()
 
     def check_settings(self) -> None:
         """Django's checks, then the pool settings'; runs at every ``connect()``, so a wrong setting
@@ -135,14 +158,17 @@ class DatabaseWrapperMixin:
         where = f"DATABASES[{self.alias!r}]['OPTIONS']"
         for note in translate(self.settings_dict["OPTIONS"], where)[1]:
             logger.info("%s: %s", where, note)
-        return runtime.pool_class(driver)(kwargs=self.pool_connection_params(), config=self.pool_config)
+        params = self.pool_connection_params()
+        pool = runtime.pool_class(driver)(kwargs=dict(params), config=self.pool_config)
+        _pool_params[pool] = params
+        return pool
 
     def pool_connection_params(self) -> dict[str, Any]:
         """The connection parameters of this alias's pools: Django's, with its time zone made the
         session default (a startup parameter), so that the reset on return (``RESET ALL``) keeps it
         and Django finds nothing to set on the next checkout: no ``SET TIME ZONE`` round trip per
         request."""
-        params = self.get_connection_params()
+        params = self.django_connection_params()
         if timezone_name := self.timezone_name:
             params["options"] = f"{params.get('options', '')} -c TimeZone={timezone_name}".strip()
         return params
