@@ -248,6 +248,25 @@ def test_psycopg_prepared_statements_survive_many_resets(make_pool):
                 assert conn.execute("SELECT %s::int", [7]).fetchone() == (7,)
 
 
+def test_safe_reset_keeps_psycopg_s_prepared_statements_and_drops_the_borrower_s(make_pool):
+    pool = make_pool(max_size=1)
+    query = "SELECT %s::int + 1"
+    with pool.connection() as conn:
+        for _ in range(6):  # psycopg prepares it (prepare_threshold 5)
+            conn.execute(query, [1])
+        conn.execute("PREPARE mine AS SELECT 1")
+    with pool.connection() as conn:
+        names = {name for (name,) in conn.execute("SELECT name FROM pg_prepared_statements", prepare=False)}
+        assert "mine" not in names
+        assert {name for name in names if name.startswith("_pg3_")}  # psycopg's statement stayed
+        assert conn.execute(query, [1]).fetchone() == (2,)  # and it still works
+    with pool.connection() as conn:  # the borrower dropped psycopg's statements behind its back
+        conn.execute("DEALLOCATE ALL")
+    with pool.connection() as conn:
+        for _ in range(7):
+            assert conn.execute(query, [2]).fetchone() == (3,)
+
+
 def test_closed_pool_refuses_callers(make_pool):
     pool = make_pool()
     pool.close()

@@ -17,6 +17,7 @@ from time import monotonic
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.pq import ExecStatus, TransactionStatus
 
 from .process import unpatched
@@ -181,10 +182,42 @@ def cancel_query(conn: psycopg.Connection[Any]) -> None:
 #: The attributes psycopg keeps client side, and their value in an idle pooled connection.
 CLIENT_DEFAULTS = (("autocommit", True), ("isolation_level", None), ("read_only", None), ("deferrable", None))
 
-#: What ``reset="safe"`` runs: role, every GUC, advisory locks, temp tables, ``LISTEN``, ``WITH
-#: HOLD`` cursors and prepared statements go back to the state of a new session.
-SAFE_RESET = "DISCARD ALL"
+#: What ``reset="safe"`` runs, in one round trip: the parts of ``DISCARD ALL`` (as PostgreSQL's
+#: documentation lists them) but ``DEALLOCATE ALL`` and ``DISCARD PLANS``. Role, every GUC,
+#: ``WITH HOLD`` cursors, ``LISTEN``, temp tables, sequence state and advisory locks go back to a new
+#: session's; the last statement lists the prepared statements, and :func:`stray_statements` says
+#: which to drop: the borrower's own, while psycopg's (the ``_pg3_`` statements in its cache) stay
+#: with their plans. Dropping those too, as ``DISCARD ALL`` does, costs every checkout's queries a
+#: parse and a plan again: measured, most of the price of a reset (``bench/``).
+SAFE_RESET = ("CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; DISCARD TEMP;"
+              " DISCARD SEQUENCES; SELECT pg_advisory_unlock_all(); SELECT name FROM pg_prepared_statements")
 _SAFE_RESET_QUERY = SAFE_RESET.encode()
+_RESET_OK = (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
+
+
+def stray_statements(conn: psycopg.BaseConnection[Any], names: list[str]) -> list[str]:
+    """Of the prepared statements ``names`` the server holds for ``conn``, return those psycopg did
+    not prepare (to deallocate); make psycopg forget its cache if the server lacks some of it.
+
+    psycopg's cache (its names, and those it has yet to deallocate) is private, hence looked up
+    defensively: without it, every statement is a stray and the cache is forgotten, as after
+    ``DISCARD ALL``.
+    """
+    manager = getattr(conn, "_prepared", None)
+    cached = getattr(manager, "_names", None)
+    flushing = getattr(manager, "_to_flush", None)
+    if cached is None or flushing is None:
+        forget_prepared(conn)
+        return names
+    psycopgs = {name.decode() for name in cached.values()}
+    if not psycopgs <= set(names):  # the borrower deallocated some behind psycopg's back
+        forget_prepared(conn)
+    psycopgs.update(name.decode() for name in flushing if name is not None)
+    return [name for name in names if name not in psycopgs]
+
+
+def _deallocate(names: list[str]) -> sql.Composed:
+    return sql.SQL("; ").join(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)) for name in names)
 
 
 #: The mark of a connection whose :data:`SAFE_RESET` was sent and whose answer is not read yet.
@@ -229,14 +262,18 @@ def finish_reset(conn: psycopg.Connection[Any]) -> None:
         while pgconn.is_busy():
             _wait_socket(pgconn.socket, deadline)
             pgconn.consume_input()
-        failure = None
+        failure, names = None, []
         while (result := pgconn.get_result()) is not None:
-            if result.status != ExecStatus.COMMAND_OK:
+            if result.status not in _RESET_OK:
                 failure = (result.error_message or b"").decode(errors="replace").strip()
+            elif result.status == ExecStatus.TUPLES_OK and result.nfields == 1:
+                names = [result.get_value(row, 0).decode() for row in range(result.ntuples)]
         while pgconn.notifies() is not None:
             pass
         if failure is not None:
-            raise psycopg.OperationalError(f"{SAFE_RESET} failed: {failure}")
+            raise psycopg.OperationalError(f"the reset failed: {failure}")
+        if strays := stray_statements(conn, names):
+            conn.execute(_deallocate(strays), prepare=False)  # a borrower's PREPARE: rare
     except psycopg.Error:
         pgconn.finish()
         raise
@@ -245,16 +282,16 @@ def finish_reset(conn: psycopg.Connection[Any]) -> None:
 def _wait_socket(fileno: int, deadline: float, write: bool = False) -> None:
     remaining = deadline - monotonic()
     if remaining <= 0:
-        raise psycopg.OperationalError(f"no answer to {SAFE_RESET} within {RESET_TIMEOUT} s")
+        raise psycopg.OperationalError(f"no answer to the reset within {RESET_TIMEOUT} s")
     fds = [fileno]
     select.select([] if write else fds, fds if write else [], [], remaining)
 
 
 def forget_prepared(conn: psycopg.BaseConnection[Any]) -> None:
-    """Make psycopg forget the prepared statements that :data:`SAFE_RESET` dropped on the server.
+    """Make psycopg forget its prepared statements (it deallocates them before its next query).
 
     psycopg clears its statement cache when it sees ``DISCARD ALL`` only while that command is
-    new to its cache: from the second reset on it would keep names the server no longer has
+    new to its cache: from the second one on it would keep names the server no longer has
     ("prepared statement "_pg3_0" does not exist", checked with psycopg 3.3). Its cache object
     has no public method for this, hence the private attribute, looked up defensively.
     """
@@ -293,8 +330,9 @@ def make_reset(reset: str | Callable[..., Any], *, send_only: bool = False) -> C
             if send_only:
                 send_reset(conn)
             else:
-                conn.execute(SAFE_RESET, prepare=False)
-            forget_prepared(conn)
+                names = _last_rows(conn.execute(SAFE_RESET, prepare=False))
+                if strays := stray_statements(conn, names):
+                    conn.execute(_deallocate(strays), prepare=False)
         elif callable(reset):
             reset(conn)
             _check_idle(conn, reset)
@@ -311,8 +349,9 @@ def make_areset(reset: str | Callable[..., Any]) -> Callable[[psycopg.AsyncConne
             for name, value in _changed_attributes(conn):
                 await getattr(conn, f"set_{name}")(value)
         if reset == "safe":
-            await conn.execute(SAFE_RESET, prepare=False)
-            forget_prepared(conn)
+            names = _last_rows(await conn.execute(SAFE_RESET, prepare=False))
+            if strays := stray_statements(conn, names):
+                await conn.execute(_deallocate(strays), prepare=False)
         elif callable(reset):
             result = reset(conn)
             if inspect.isawaitable(result):
@@ -321,6 +360,16 @@ def make_areset(reset: str | Callable[..., Any]) -> Callable[[psycopg.AsyncConne
         mark_used(conn)
 
     return reset_connection
+
+
+def _last_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[str]:
+    """The single column of the last result of a multi-statement query, as strings (results of
+    the simple query protocol are already in the client: ``nextset`` does no I/O)."""
+    while cursor.nextset():
+        pass
+    pgresult = cursor.pgresult
+    assert pgresult is not None
+    return [pgresult.get_value(row, 0).decode() for row in range(pgresult.ntuples)]
 
 
 def _check_idle(conn: psycopg.BaseConnection[Any], function: Any) -> None:
