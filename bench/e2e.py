@@ -97,7 +97,8 @@ def run_round(number: int, cells: Plan, conninfo: str, args: argparse.Namespace)
                               f" {result['requests_per_s']:7.0f} req/s  p99 {result['p99_ms']:7.1f} ms"
                               f"  errors {result['non_2xx'] + result['socket_errors']}  timeouts {result['timeouts']}"
                               f"  peak conns {result['peak_server_connections']}", flush=True)
-            except RuntimeError as ex:
+            except (RuntimeError, psycopg.OperationalError) as ex:  # psycopg: the monitor could not connect,
+                # e.g. an unpooled engine under uvicorn has used up max_connections (it leaks one per request)
                 failures.append(f"round {number}, {kind}, {engine}: {ex}")
                 print(f"  round {number} {kind} {engine}: FAILED: {ex}", flush=True)
     return records, failures

@@ -94,7 +94,8 @@ class ThreadPool(ConnectionPool, base.Pool):
         self._borrower_ended = threading.Event()
         self.leases = Leases(self.config.leak_timeout, wake=self._borrower_ended.set)
         self._watcher: threading.Thread | None = None
-        self._reset_returned = session.make_reset(self.config.reset)  # psycopg_pool has its own _reset
+        # Sent, not waited for: the check callback reads the answer at the next checkout.
+        self._reset_returned = session.make_reset(self.config.reset, send_only=True)
         super().__init__(conninfo, open=open, **pool_arguments(self.config, kwargs, asynchronous=False))
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -117,8 +118,8 @@ class ThreadPool(ConnectionPool, base.Pool):
         return conn
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:
-        """Give back a connection: rolled back and reset here, in the returning thread, then to
-        psycopg_pool, which closes it if it is broken, in the middle of a query or past
+        """Give back a connection: rolled back and its reset sent here, in the returning thread,
+        then to psycopg_pool, which closes it if it is broken, in the middle of a query or past
         ``max_lifetime``; in a forked child, the parent's connection is dropped untouched."""
         if self.pid != process.pid:
             return
@@ -132,6 +133,20 @@ class ThreadPool(ConnectionPool, base.Pool):
                 logger.warning("error resetting a connection of pool %r, closing it: %s", self.name, ex)
                 conn.pgconn.finish()  # psycopg_pool discards a closed connection and opens another
         super().putconn(conn)
+
+    def _reset_connection(self, conn: psycopg.Connection[Any]) -> None:
+        """psycopg_pool's step of a return that brings the connection to the idle state: skipped
+        while the reset sent by :meth:`putconn` is under way (psycopg_pool would take the busy
+        connection for one returned mid-query and close it); the check callback reads its answer
+        before the connection is lent again. Overrides a private method of psycopg_pool 3.2-3.3."""
+        if not getattr(conn, session.RESET_SENT, False):
+            super()._reset_connection(conn)  # type: ignore[misc]
+
+    @staticmethod
+    def check_connection(conn: psycopg.Connection[Any]) -> None:
+        """psycopg_pool's check of :meth:`check`: an empty query, after reading the answer to a
+        sent reset."""
+        session.check_connection(conn, "always")
 
 
 def _watch(ref: weakref.ref[ThreadPool], borrower_ended: threading.Event, interval: float) -> None:
