@@ -182,16 +182,32 @@ def cancel_query(conn: psycopg.Connection[Any]) -> None:
 #: The attributes psycopg keeps client side, and their value in an idle pooled connection.
 CLIENT_DEFAULTS = (("autocommit", True), ("isolation_level", None), ("read_only", None), ("deferrable", None))
 
-#: What ``reset="safe"`` runs, in one round trip: the parts of ``DISCARD ALL`` (as PostgreSQL's
-#: documentation lists them) but ``DEALLOCATE ALL`` and ``DISCARD PLANS``. Role, every GUC,
-#: ``WITH HOLD`` cursors, ``LISTEN``, temp tables, sequence state and advisory locks go back to a new
-#: session's; the last statement lists the prepared statements, and :func:`stray_statements` says
-#: which to drop: the borrower's own, while psycopg's (the ``_pg3_`` statements in its cache) stay
-#: with their plans. Dropping those too, as ``DISCARD ALL`` does, costs every checkout's queries a
-#: parse and a plan again: measured, most of the price of a reset (``bench/``).
-SAFE_RESET = ("CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; DISCARD TEMP;"
-              " DISCARD SEQUENCES; SELECT pg_advisory_unlock_all(); SELECT name FROM pg_prepared_statements")
-_SAFE_RESET_QUERY = SAFE_RESET.encode()
+#: What ``reset="safe"`` runs, in one round trip, on a connection where psycopg has prepared no
+#: statement (the common case under Django, whose default client-side binding prepares none): role,
+#: every GUC, ``WITH HOLD`` cursors, ``LISTEN``, temp tables, sequence state, advisory locks and
+#: prepared statements go back to a new session's. The cheapest of the resets: about one empty
+#: round trip of server time.
+SAFE_RESET = "DISCARD ALL"
+
+#: What ``reset="safe"`` runs where psycopg has prepared statements (server-side binding, raw
+#: psycopg code): the parts of ``DISCARD ALL`` as PostgreSQL's documentation lists them, but
+#: ``DEALLOCATE ALL`` and ``DISCARD PLANS``, and a list of the prepared statements, of which
+#: :func:`stray_statements` says which to drop: the borrower's own. psycopg's stay, with their
+#: plans: dropping them would cost every later query of theirs a parse and a plan again, more
+#: than this reset's three times the server time of ``DISCARD ALL`` (``bench/``).
+SAFE_RESET_KEEPING_PREPARED = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; DISCARD TEMP;"
+    " DISCARD SEQUENCES; SELECT pg_advisory_unlock_all(); SELECT name FROM pg_prepared_statements"
+)
+_ENCODED = {query: query.encode() for query in (SAFE_RESET, SAFE_RESET_KEEPING_PREPARED)}
+
+
+def _reset_query(conn: psycopg.BaseConnection[Any]) -> str:
+    """:data:`SAFE_RESET`, or :data:`SAFE_RESET_KEEPING_PREPARED` if psycopg has prepared
+    statements on ``conn`` (its cache is private: looked up defensively)."""
+    manager = getattr(conn, "_prepared", None)
+    keeping = getattr(manager, "_names", None) or getattr(manager, "_to_flush", None)
+    return SAFE_RESET_KEEPING_PREPARED if keeping else SAFE_RESET
 _RESET_OK = (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
 
 
@@ -220,7 +236,7 @@ def _deallocate(names: list[str]) -> sql.Composed:
     return sql.SQL("; ").join(sql.SQL("DEALLOCATE {}").format(sql.Identifier(name)) for name in names)
 
 
-#: The mark of a connection whose :data:`SAFE_RESET` was sent and whose answer is not read yet.
+#: The mark of a connection whose safe reset was sent and whose answer is not read yet.
 RESET_SENT = "_hybridpool_reset_sent"
 
 #: Longest wait for the answer to a sent reset (s); a server that takes longer is taken for gone.
@@ -228,7 +244,8 @@ RESET_TIMEOUT = 10.0
 
 
 def send_reset(conn: psycopg.Connection[Any]) -> None:
-    """Send :data:`SAFE_RESET` on an idle connection and return without waiting for its answer.
+    """Send the safe reset on an idle connection and return without waiting for its answer:
+    :data:`SAFE_RESET`, or :data:`SAFE_RESET_KEEPING_PREPARED` if psycopg has prepared statements.
 
     The returning greenlet is spared a round trip: the server runs the reset while the connection
     waits in the pool, and :func:`finish_reset` reads the answer, usually already there, before
@@ -237,7 +254,7 @@ def send_reset(conn: psycopg.Connection[Any]) -> None:
 
     :raises psycopg.OperationalError: the connection is broken.
     """
-    conn.pgconn.send_query(_SAFE_RESET_QUERY)
+    conn.pgconn.send_query(_ENCODED[_reset_query(conn)])
     setattr(conn, RESET_SENT, True)
 
 
@@ -315,9 +332,10 @@ def make_reset(reset: str | Callable[..., Any], *, send_only: bool = False) -> C
     """Return the function that resets an idle returned connection, per the ``reset`` setting.
 
     Every variant restores :data:`CLIENT_DEFAULTS` and stamps the connection as used; ``"safe"``
-    then runs :data:`SAFE_RESET`, a callable runs instead of it and must leave the connection idle.
+    then runs the safe reset (:func:`send_reset`), a callable runs instead of it and must leave the
+    connection idle.
 
-    :param send_only: ``"safe"`` only sends :data:`SAFE_RESET` (:func:`send_reset`); the pool must
+    :param send_only: ``"safe"`` only sends the reset (:func:`send_reset`); the pool must
         then pass the connection to :func:`check_connection` or :func:`finish_reset` before lending it.
     :raises psycopg.Error: if the reset fails; the caller closes the connection.
     """
@@ -346,7 +364,7 @@ def make_areset(reset: str | Callable[..., Any]) -> Callable[[psycopg.AsyncConne
             for name, value in _changed_attributes(conn):
                 await getattr(conn, f"set_{name}")(value)
         if reset == "safe":
-            names = _last_rows(await conn.execute(SAFE_RESET, prepare=False))
+            names = _last_rows(await conn.execute(_reset_query(conn), prepare=False))
             if strays := stray_statements(conn, names):
                 await conn.execute(_deallocate(strays), prepare=False)
         elif callable(reset):
