@@ -200,6 +200,7 @@ SAFE_RESET_KEEPING_PREPARED = (
     " DISCARD SEQUENCES; SELECT pg_advisory_unlock_all(); SELECT name FROM pg_prepared_statements"
 )
 _ENCODED = {query: query.encode() for query in (SAFE_RESET, SAFE_RESET_KEEPING_PREPARED)}
+_RESET_OK = (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
 
 
 def _reset_query(conn: psycopg.BaseConnection[Any]) -> str:
@@ -208,7 +209,6 @@ def _reset_query(conn: psycopg.BaseConnection[Any]) -> str:
     manager = getattr(conn, "_prepared", None)
     keeping = getattr(manager, "_names", None) or getattr(manager, "_to_flush", None)
     return SAFE_RESET_KEEPING_PREPARED if keeping else SAFE_RESET
-_RESET_OK = (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
 
 
 def stray_statements(conn: psycopg.BaseConnection[Any], names: list[str]) -> list[str]:
