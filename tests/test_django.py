@@ -266,3 +266,28 @@ def test_a_shared_connection_opened_by_another_thread_stays_with_its_owner():
     finally:
         wrapper.dec_thread_sharing()
         wrapper.close()
+
+
+def test_a_shared_connection_outlives_the_thread_that_made_it():
+    made = {}
+
+    def runner():  # as Django's ThreadTests: a wrapper of this thread, shared, used here, closed by another
+        wrapper = connections["default"]
+        wrapper.inc_thread_sharing()
+        wrapper.ensure_connection()
+        made["wrapper"] = wrapper
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    thread.join(5)
+    wrapper = made["wrapper"]
+    conn = wrapper.connection
+    time.sleep(1.2)  # its thread ended: past the wake-up that caused and a maintenance pass
+    try:
+        assert wrapper.connection is conn and in_use() == 1  # not taken back: the wrapper holds it
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        wrapper.close()
+        wrapper.dec_thread_sharing()
+    assert in_use() == 0

@@ -33,12 +33,16 @@ STACK_LIMIT = 12
 
 
 def has_ended(borrower: weakref.ref[Any]) -> bool:
-    """True if the greenlet or thread behind ``borrower`` has finished (or is gone)."""
+    """True if the greenlet or thread behind ``borrower`` has finished, or if ``borrower`` (any
+    other object, e.g. a Django connection shared between threads) is gone."""
     obj = borrower()
     if obj is None:
         return True
     dead = getattr(obj, "dead", None)  # a greenlet
-    return dead if dead is not None else not obj.is_alive()
+    if dead is not None:
+        return dead
+    is_alive = getattr(obj, "is_alive", None)  # a thread
+    return is_alive is not None and not is_alive()
 
 
 @dataclass(slots=True)

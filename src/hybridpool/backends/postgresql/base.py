@@ -196,7 +196,9 @@ class DatabaseWrapperMixin:
         self.isolation_level = IsolationLevel.READ_COMMITTED if level is None else level
         pool = self.get_pool()
         connection = pool.getconn()
-        pool.leases.assign(connection, self.owner)
+        # Its holder: the thread or greenlet that owns this wrapper; a wrapper shared between
+        # threads (inc_thread_sharing) holds it itself, until it is closed or collected.
+        pool.leases.assign(connection, weakref.ref(self) if self.allow_thread_sharing else self.owner)  # type: ignore[attr-defined]
         if level is not None:
             connection.isolation_level = level
         return connection
