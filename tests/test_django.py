@@ -250,6 +250,16 @@ def test_connection_pool_is_hybridpool_s_and_close_pool_builds_a_new_one():
     assert connection.pool is not pool and connection.pool is hybridpool.get_pool()
 
 
+def assert_kept_after_its_opener_ended(wrapper) -> None:
+    """The connection of ``wrapper``, opened by a thread that has ended, is not taken back: still
+    the wrapper's, in use, working, past the wake-up the ending caused and a maintenance pass."""
+    conn = wrapper.connection
+    time.sleep(1.2)
+    assert wrapper.connection is conn and in_use() == 1
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
 def test_a_shared_connection_opened_by_another_thread_stays_with_its_owner():
     wrapper = connections["default"]  # this thread's, shared with another (Django's #17258)
     wrapper.close()
@@ -258,11 +268,7 @@ def test_a_shared_connection_opened_by_another_thread_stays_with_its_owner():
         opener = threading.Thread(target=wrapper.ensure_connection)
         opener.start()
         opener.join(5)
-        conn = wrapper.connection
-        time.sleep(1.2)  # the opener ended: past the wake-up it caused and a maintenance pass
-        assert wrapper.connection is conn and in_use() == 1  # not taken back: its owner is alive
-        with wrapper.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        assert_kept_after_its_opener_ended(wrapper)  # its owner, this thread, is alive
     finally:
         wrapper.dec_thread_sharing()
         wrapper.close()
@@ -281,12 +287,8 @@ def test_a_shared_connection_outlives_the_thread_that_made_it():
     thread.start()
     thread.join(5)
     wrapper = made["wrapper"]
-    conn = wrapper.connection
-    time.sleep(1.2)  # its thread ended: past the wake-up that caused and a maintenance pass
     try:
-        assert wrapper.connection is conn and in_use() == 1  # not taken back: the wrapper holds it
-        with wrapper.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        assert_kept_after_its_opener_ended(wrapper)  # the shared wrapper holds it
     finally:
         wrapper.close()
         wrapper.dec_thread_sharing()

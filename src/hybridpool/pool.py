@@ -73,11 +73,13 @@ class Pool(abc.ABC):
     :ivar name: the pool's name (Django: the database alias).
     :ivar min_size: connections kept open.
     :ivar max_size: hard cap of open connections in this process.
+    :ivar kwargs: the :func:`psycopg.connect` keyword arguments of its connections (psycopg_pool's).
     """
 
     name: str
     min_size: int
     max_size: int
+    kwargs: dict[str, Any]
 
     @abc.abstractmethod
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:

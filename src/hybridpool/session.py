@@ -85,8 +85,7 @@ def check_connection(conn: psycopg.Connection[Any], policy: str | Callable[..., 
 
     :raises psycopg.OperationalError: if the connection is broken.
     """
-    if getattr(conn, RESET_SENT, False):
-        finish_reset(conn)
+    finish_reset(conn)
     if callable(policy):
         policy(conn)
     elif needs_check(conn, policy):

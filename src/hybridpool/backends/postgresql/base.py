@@ -34,10 +34,6 @@ from .creation import DatabaseCreation
 
 logger = logging.getLogger("hybridpool")
 
-#: The connection parameters each pool was built with (:meth:`DatabaseWrapperMixin.pool_connection_params`).
-_pool_params: weakref.WeakKeyDictionary[Pool, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
 class DatabaseWrapperMixin:
     """The pooling part of the ENGINE, shared by the PostgreSQL and PostGIS wrappers."""
 
@@ -62,17 +58,15 @@ class DatabaseWrapperMixin:
                                       health_checks=self.settings_dict["CONN_HEALTH_CHECKS"])
 
     def get_connection_params(self) -> dict[str, Any]:
-        """The connection parameters: for a pooled alias, a copy of those its pool was built with
-        (see :meth:`pool_connection_params`); else :meth:`django_connection_params`.
+        """The connection parameters: for a pooled alias, those its pool connects with (its
+        ``kwargs``, built by :meth:`pool_connection_params`); else :meth:`django_connection_params`.
 
         Django's ``connect()`` asks for them at every checkout and passes them to
         :meth:`get_new_connection`, which takes a connection of the pool instead: they are
         computed once per pool, not once per request.
         """
         if self.pooled:
-            params = _pool_params.get(self.get_pool())
-            if params is not None:
-                return dict(params)
+            return dict(self.get_pool().kwargs)
         return self.django_connection_params()
 
     def django_connection_params(self) -> dict[str, Any]:
@@ -158,10 +152,7 @@ class DatabaseWrapperMixin:
         where = f"DATABASES[{self.alias!r}]['OPTIONS']"
         for note in translate(self.settings_dict["OPTIONS"], where)[1]:
             logger.info("%s: %s", where, note)
-        params = self.pool_connection_params()
-        pool = runtime.pool_class(driver)(kwargs=dict(params), config=self.pool_config)
-        _pool_params[pool] = params
-        return pool
+        return runtime.pool_class(driver)(kwargs=self.pool_connection_params(), config=self.pool_config)
 
     def pool_connection_params(self) -> dict[str, Any]:
         """The connection parameters of this alias's pools: Django's, with its time zone made the
