@@ -122,7 +122,7 @@ def report(records: list[dict[str, Any]], max_size: int) -> tuple[str, list[dict
         "## Cost of the default reset (hybridpool) against reset=\"rollback\" (hybridpool-rollback)\n",
         markdown(["server", "view", "clients", "req/s ratio", "extra µs per request"], summary.reset_costs(records)),
         f"## Targets (max_size {max_size})\n",
-        markdown(["target", "server", "view", "clients", "verdict", "measured"], verdicts),
+        markdown(["target", "engine", "server", "view", "clients", "verdict", "measured"], verdicts),
     ])
     return text, rows, verdicts
 

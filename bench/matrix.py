@@ -38,7 +38,7 @@ DEFAULTS = (
     # by default), where requests fail. At 10 clients: the reference for the targets.
     Group("gevent", ("one", "five"), (10,), ("max-age-0", "max-age-none")),
     Group("gevent", ("write",), (100,), ("hybridpool", "hybridpool-rollback", "builtin")),
-    Group("uvicorn", ("async", "one"), (100,), ("hybridpool", "builtin", "max-age-0", "max-age-none")),
+    Group("uvicorn", ("async", "one"), (100,), ("hybridpool", "hybridpool-rollback", "builtin", "max-age-0", "max-age-none")),
     Group("gthread", ("one",), (10, 100), ("hybridpool", "builtin", "max-age-0", "max-age-none")),
 )
 

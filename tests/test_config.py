@@ -85,6 +85,15 @@ def test_bad_pool_setting_in_databases_is_refused_at_first_use():
         connections["badpool"].ensure_connection()
 
 
+def test_the_config_of_an_alias_is_read_once_and_again_when_its_options_change():
+    options = {"pool": {"max_size": 3}}
+    first = PoolConfig.of_alias(options, alias="once", health_checks=False)
+    assert PoolConfig.of_alias({"pool": {"max_size": 3}}, alias="once", health_checks=False) is first
+    options["pool"]["max_size"] = 4  # changed in place, as tests do
+    assert PoolConfig.of_alias(options, alias="once", health_checks=False).max_size == 4
+    assert PoolConfig.of_alias(options, alias="once", health_checks=True).check == "always"
+
+
 # -- Capacity: the decisions every driver shares
 
 
@@ -97,6 +106,17 @@ def test_a_returned_connection_goes_to_the_oldest_waiter_not_to_a_newcomer():
     assert cap.take() is None  # "second" still waits: a newcomer gets nothing
     assert cap.put("conn") == "second"
     assert cap.put("conn") is None and cap.take() == "conn"
+
+
+def test_take_passes_over_connections_just_returned_for_a_settled_one():
+    cap = Capacity(min_size=0, max_size=4)
+    cap.idle = ["settled-old", "settled", "fresh-old", "fresh"]  # LIFO: the newest on top
+    settled = {"settled-old", "settled"}.__contains__
+    assert cap.take(settled) == "settled"  # the most recent settled one, not the top
+    assert cap.take() == "fresh"  # no predicate: the top
+    cap.idle = ["fresh-old", "fresh"]
+    assert cap.take(settled) == "fresh-old"  # none settled: the oldest return, the nearest to it
+    assert cap.idle == ["fresh"]
 
 
 def test_growth_is_one_at_a_time_and_never_past_max_size():

@@ -50,11 +50,23 @@ class Capacity(Generic[C, W]):
         self.growing = False
         self.filling = True
 
-    def take(self) -> C | None:
-        """Return an idle connection, unless there is none or callers queued earlier."""
-        if self.idle and not self.waiting:
-            return self.idle.pop()
-        return None
+    def take(self, settled: Callable[[C], bool] | None = None) -> C | None:
+        """Return an idle connection, unless there is none or callers queued earlier.
+
+        :param settled: says whether a connection is ready to go out without a wait (its reset
+            sent on return has had time to be answered). Given, the most recently returned
+            settled connection is taken, else the oldest return, the nearest to settling: the
+            stack stays LIFO but for the few connections just returned. Without it, the top.
+        """
+        idle = self.idle
+        if not idle or self.waiting:
+            return None
+        if settled is not None and not settled(idle[-1]):
+            for index in range(len(idle) - 2, -1, -1):
+                if settled(idle[index]):
+                    return idle.pop(index)
+            return idle.pop(0)
+        return idle.pop()
 
     def enqueue(self, waiter: W) -> bool:
         """Queue a caller; False if ``max_waiting`` callers wait already."""

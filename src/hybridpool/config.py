@@ -34,6 +34,10 @@ NOT_SETTABLE = {
 }
 
 
+#: alias -> (a copy of the OPTIONS read, CONN_HEALTH_CHECKS, the config): :meth:`PoolConfig.of_alias`.
+_configs: dict[str, tuple[dict[str, Any], bool, PoolConfig]] = {}
+
+
 @dataclasses.dataclass(frozen=True)
 class PoolConfig:
     """The settings of one pool; frozen and validated on creation.
@@ -149,6 +153,26 @@ class PoolConfig:
                                        f" in {where}; keep one of them")
         defaults = {"name": alias, "check": "always"} if health_checks else {"name": alias}
         return cls.from_mapping({**defaults, **migrated, **pool}, where=f"{where}['pool']")
+
+    @classmethod
+    def of_alias(cls, options: Mapping[str, Any], *, alias: str, health_checks: bool) -> PoolConfig:
+        """:meth:`from_django`, remembered per alias while its ``OPTIONS`` stay equal.
+
+        Django makes a connection wrapper per thread, and so per request under ASGI (asgiref runs
+        each request's ORM calls in a thread of its own): reading the settings anew for each
+        wrapper would cost every request the parse. A copy of the ``OPTIONS`` read last is kept and
+        compared (to the depth of ``OPTIONS["pool"]``), so a setting changed in place, as tests
+        do, is read again.
+
+        :raises ImproperlyConfigured: as :meth:`from_django`.
+        """
+        cached = _configs.get(alias)
+        if cached is not None and cached[1] == health_checks and cached[0] == options:
+            return cached[2]
+        config = cls.from_django(options, alias=alias, health_checks=health_checks)
+        snapshot = {key: dict(value) if isinstance(value, Mapping) else value for key, value in options.items()}
+        _configs[alias] = (snapshot, health_checks, config)
+        return config
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any], *, where: str = "hybridpool setting") -> PoolConfig:

@@ -8,8 +8,10 @@ with a weak reference to the borrower, so that a pool's periodic maintenance can
 connections of borrowers that have ended (:func:`reclaim`). With ``leak_timeout`` set, it also
 keeps the stack that took each connection and reports, once, those held longer.
 
-The table does no I/O and never waits; its lock is an unpatched one even under gevent, since no
-greenlet can switch while it is held.
+The table does no I/O and never waits. Lending and ending a lease are one dictionary operation
+each, atomic in CPython (with or without the GIL), so the checkout path takes no lock; the rarer
+scans (:meth:`Leases.pop_strays`, :meth:`Leases.overdue`) work on a copy of the table, under a
+lock that is an unpatched one even under gevent, since no greenlet can switch while it is held.
 """
 
 from __future__ import annotations
@@ -93,17 +95,19 @@ class Leases:
             borrower = self._local.borrower
         except AttributeError:
             borrower = self._first_lease()
-        lease = Lease(conn, borrower, monotonic(), stack)
-        with self._lock:
-            self._leases[id(conn)] = lease
+        self._leases[id(conn)] = Lease(conn, borrower, monotonic(), stack)
 
     def _first_lease(self) -> weakref.ref[Any]:
         """Keep the calling borrower in its local storage, with the sentinel that tells ``wake``."""
         self._local.borrower = borrower = self._borrower()
         if self._wake is not None:
             self._local.sentinel = sentinel = _Sentinel()
-            weakref.finalize(sentinel, self._wake)
+            weakref.finalize(sentinel, _borrower_ended, weakref.ref(self), borrower)
         return borrower
+
+    def holds(self, borrower: weakref.ref[Any]) -> bool:
+        """True if ``borrower`` holds a lent connection."""
+        return any(lease.borrower is borrower for lease in list(self._leases.values()))
 
     def assign(self, conn: Any, borrower: weakref.ref[Any]) -> None:
         """Make ``borrower`` the holder of lent ``conn``: the connection is a stray only when it ends.
@@ -118,27 +122,33 @@ class Leases:
 
     def end(self, conn: Any) -> Lease | None:
         """Record that ``conn`` came back; return its lease (None if it was not lent)."""
-        with self._lock:
-            return self._leases.pop(id(conn), None)
+        return self._leases.pop(id(conn), None)
 
     def pop_strays(self) -> list[Lease]:
         """Remove and return the leases whose borrower has ended."""
         with self._lock:
-            strays = [lease for lease in self._leases.values() if has_ended(lease.borrower)]
-            for lease in strays:
-                del self._leases[id(lease.conn)]
-        return strays
+            strays = [lease for lease in list(self._leases.values()) if has_ended(lease.borrower)]
+            # A stray's borrower has ended: nobody else gives its connection back meanwhile.
+            return [lease for lease in strays if self._leases.pop(id(lease.conn), None) is lease]
 
     def overdue(self, now: float) -> list[Lease]:
         """Return the leases held longer than ``leak_timeout`` not reported yet, marked reported."""
         if not self.leak_timeout:
             return []
         with self._lock:
-            late = [lease for lease in self._leases.values()
+            late = [lease for lease in list(self._leases.values())
                     if not lease.reported and now - lease.lent_at > self.leak_timeout]
             for lease in late:
                 lease.reported = True
         return late
+
+
+def _borrower_ended(ref: weakref.ref[Leases], borrower: weakref.ref[Any]) -> None:
+    """A borrower ended: ``wake`` its pool if it still holds a connection. Most end with none
+    (under ASGI, asgiref's thread of each request) and wake nobody."""
+    leases = ref()
+    if leases is not None and leases._wake is not None and leases.holds(borrower):
+        leases._wake()
 
 
 def reclaim(pool: Any, leases: Leases) -> int:

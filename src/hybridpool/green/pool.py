@@ -64,6 +64,9 @@ class GreenPool(base.Pool):
         )
         self._check = session.make_check(config.check)
         self._reset = session.make_reset(config.reset, send_only=True)  # read back by self._check
+        # Only the safe reset is sent on return; a connection just returned is then passed over
+        # for one whose reset has been answered, so that the borrower does not wait for it.
+        self._settled = session.settled if config.reset == "safe" else None
         self._configure = session.make_configure(config.configure)
         self._stats: defaultdict[str, int] = defaultdict(int)  # counters; a Counter costs twice as much to add to
         self._borrower_ended = gevent.event.Event()
@@ -135,7 +138,7 @@ class GreenPool(base.Pool):
         deadline = monotonic() + wait
         self._stats[base.REQUESTS_NUM] += 1
         while True:
-            conn = self._cap.take() or self._wait_for_connection(deadline, wait)
+            conn = self._cap.take(self._settled) or self._wait_for_connection(deadline, wait)
             try:
                 self._check(conn)
             except psycopg.Error as ex:

@@ -50,12 +50,14 @@ class DatabaseWrapperMixin:
 
     @cached_property
     def pool_config(self) -> PoolConfig:
-        """The validated pool settings of this alias: ``OPTIONS["pool"]`` and the peers' settings.
+        """The validated pool settings of this alias: ``OPTIONS["pool"]`` and the peers' settings,
+        kept by the wrapper until :meth:`close_pool`, and read once per alias, not once per wrapper
+        (a wrapper per request under ASGI), while they stay the same (:meth:`PoolConfig.of_alias`).
 
         :raises ImproperlyConfigured: for a wrong pool setting.
         """
-        return PoolConfig.from_django(self.settings_dict["OPTIONS"], alias=self.alias,
-                                      health_checks=self.settings_dict["CONN_HEALTH_CHECKS"])
+        return PoolConfig.of_alias(self.settings_dict["OPTIONS"], alias=self.alias,
+                                   health_checks=self.settings_dict["CONN_HEALTH_CHECKS"])
 
     def get_connection_params(self) -> dict[str, Any]:
         """The connection parameters: for a pooled alias, those its pool connects with (its
