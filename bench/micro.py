@@ -123,8 +123,19 @@ def socket_poll(select_function: Callable[..., Any]) -> Case:
     return case
 
 
+def readiness_poll(conninfo: str) -> tuple[Op, Op]:
+    """hybridpool's zero-timeout ``poll`` of a bare connection's socket (``check="auto"``'s)."""
+    import psycopg
+
+    from hybridpool.readiness import readable_now
+
+    conn = psycopg.connect(conninfo, autocommit=True)
+    fd = conn.pgconn.socket
+    return lambda: readable_now(fd), conn.close
+
+
 #: The rows of the bare server round trip and system call.
-POLL, ROUND_TRIP = "syscall: select(fd, 0), unpatched", "round trip: DISCARD ALL"
+POLL, ROUND_TRIP = "syscall: poll(fd, 0) holding the GIL (readable_now)", "round trip: DISCARD ALL"
 
 #: name -> (case, iterations per repeat)
 CASES: dict[str, tuple[Case, int]] = {
@@ -139,7 +150,8 @@ CASES: dict[str, tuple[Case, int]] = {
     "green driver reset=rollback": (hybridpool_case("gevent", "rollback"), ITERATIONS),
     "green driver reset=safe": (hybridpool_case("gevent", "safe"), ITERATIONS // 5),
     ROUND_TRIP: (round_trip, ITERATIONS // 5),
-    POLL: (socket_poll(gevent.monkey.get_original("select", "select")), ITERATIONS),
+    POLL: (readiness_poll, ITERATIONS),
+    "syscall: select(fd, 0), unpatched": (socket_poll(gevent.monkey.get_original("select", "select")), ITERATIONS),
     "select.select(fd, 0) as patched": (socket_poll(select.select), ITERATIONS),
 }
 

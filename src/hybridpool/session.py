@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import ExecStatus, TransactionStatus
 
-from .process import unpatched
+from .readiness import readable_now
 
 logger = logging.getLogger("hybridpool")
 
@@ -41,12 +41,6 @@ def used_at(conn: psycopg.BaseConnection[Any]) -> float:
     return getattr(conn, USED_AT, 0.0)
 
 
-#: ``select.select`` unpatched: a zero-timeout poll never blocks, so the original is safe under
-#: gevent too, and gevent's version would also yield to the hub on every call (three times the cost
-#: of the system call, and a greenlet switch in the middle of a checkout).
-_select = unpatched("select", "select")
-
-
 def _socket_quiet(conn: psycopg.BaseConnection[Any]) -> bool:
     """True if nothing waits to be read on an idle connection's socket.
 
@@ -55,10 +49,9 @@ def _socket_quiet(conn: psycopg.BaseConnection[Any]) -> bool:
     tells without a round trip: one system call.
     """
     try:
-        readable, _, _ = _select([conn.pgconn.socket], [], [], 0)
+        return not readable_now(conn.pgconn.socket)
     except (OSError, ValueError, psycopg.OperationalError):
         return False
-    return not readable
 
 
 def needs_check(conn: psycopg.BaseConnection[Any], policy: str = "auto") -> bool:
