@@ -77,13 +77,17 @@ def machine(conninfo: str) -> dict[str, Any]:
 
 
 def run_round(number: int, cells: Plan, conninfo: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run every cell of the plan once: one server per (server kind, engine), in plan order.
+    """Run every cell of the plan once: one server per (server kind, engine), in plan order but
+    for the engines of each server kind, which start one place further each round (A B C, B C A,
+    C A B): no engine always runs first after another kind of server, or last.
 
     :returns: the records, and the failures (a server that did not start, a wrk run that failed).
     """
     records, failures = [], []
     for kind, engines in cells.items():
-        for engine, engine_cells in engines.items():
+        order = list(engines.items())
+        shift = (number - 1) % len(order)
+        for engine, engine_cells in order[shift:] + order[:shift]:
             name = f"bench-{kind}-{engine}-r{number}"
             try:
                 with servers.serve(kind, engine, conninfo, args.max_size, name) as server:

@@ -34,6 +34,9 @@ from . import harness
 DBNAME = "hybridpool_bench_handler"
 ENGINES = ("hybridpool", "hybridpool-rollback", "builtin", "max-age-none")
 BASELINE = "builtin"
+#: Engines without a pool hold a server connection per greenlet: run at this many clients at most
+#: (PostgreSQL's default ``max_connections`` is 100).
+UNPOOLED, UNPOOLED_MAX_CLIENTS = {"max-age-none"}, 20
 WARMUP = 1.0
 
 
@@ -128,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             for view in args.views:
                 for clients in args.clients:
                     for engine in args.engines:
+                        if engine in UNPOOLED and clients > UNPOOLED_MAX_CLIENTS:
+                            continue
                         got = harness.run_patched_child("bench.handler", conninfo,
                                                         [engine, view, str(clients), str(args.seconds)])
                         record = {"round": number, "engine": engine, "view": view, "clients": clients,
