@@ -162,6 +162,12 @@ def instrument_counts(timers: Timers) -> None:
         timers.wrap(pq_ctypes.PGconn, name, "server round trips (libpq sends)")
 
 
+def stat_cpu(path: str) -> float:
+    """User plus system CPU seconds in a ``/proc/.../stat`` file (of a process or a thread)."""
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def long_lived_cpu() -> dict[int, float]:
     """CPU seconds of each thread of this process but the caller's, by native id."""
     out = {}
@@ -170,10 +176,9 @@ def long_lived_cpu() -> dict[int, float]:
         if int(tid) == me:
             continue
         try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[int(tid)] = stat_cpu(f"/proc/self/task/{tid}/stat")
         except OSError:
             continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return out
 
 
@@ -274,8 +279,7 @@ def run_child(mode: str, engine: str, conninfo: str, clients: int, seconds: floa
 
 def process_cpu(pid: int) -> float:
     """CPU seconds of process ``pid`` (all its threads, ended ones included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return stat_cpu(f"/proc/{pid}/stat")
 
 
 def backend_pids(conninfo: str, application_name: str) -> list[int]:

@@ -30,6 +30,7 @@ from collections import defaultdict
 from typing import Any
 
 from . import harness
+from .e2e import names
 
 DBNAME = "hybridpool_bench_handler"
 ENGINES = ("hybridpool", "hybridpool-rollback", "builtin", "max-age-none")
@@ -85,7 +86,6 @@ def child(argv: list[str]) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    names = lambda text: [name for name in text.split(",") if name]  # noqa: E731
     parser.add_argument("--engines", type=names, default=list(ENGINES), help=f"default: {','.join(ENGINES)}")
     parser.add_argument("--views", type=names, default=["one", "five"], help="default: one,five")
     parser.add_argument("--clients", type=lambda text: [int(n) for n in names(text)], default=[10, 100],

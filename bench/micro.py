@@ -28,6 +28,7 @@ from typing import Any
 import gevent.monkey
 
 from bench import harness
+from hybridpool.readiness import readable_now
 
 #: Operations per repeat, and repeats per case.
 ITERATIONS = 5000
@@ -110,28 +111,22 @@ def round_trip(conninfo: str) -> tuple[Op, Op]:
     return lambda: conn.execute("DISCARD ALL", prepare=False), conn.close
 
 
-def socket_poll(select_function: Callable[..., Any]) -> Case:
-    """A zero-timeout ``select_function`` on a bare connection's socket (``check="auto"``'s poll)."""
+def socket_poll(poll: Callable[[int], Any]) -> Case:
+    """``poll(fd)``, a zero-timeout poll of a bare connection's socket (``check="auto"``'s)."""
 
     def case(conninfo: str) -> tuple[Op, Op]:
         import psycopg
 
         conn = psycopg.connect(conninfo, autocommit=True)
         fd = conn.pgconn.socket
-        return lambda: select_function([fd], [], [], 0), conn.close
+        return lambda: poll(fd), conn.close
 
     return case
 
 
-def readiness_poll(conninfo: str) -> tuple[Op, Op]:
-    """hybridpool's zero-timeout ``poll`` of a bare connection's socket (``check="auto"``'s)."""
-    import psycopg
-
-    from hybridpool.readiness import readable_now
-
-    conn = psycopg.connect(conninfo, autocommit=True)
-    fd = conn.pgconn.socket
-    return lambda: readable_now(fd), conn.close
+def select_poll(select_function: Callable[..., Any]) -> Callable[[int], Any]:
+    """``select_function([fd], [], [], 0)``, as a ``poll`` for :func:`socket_poll`."""
+    return lambda fd: select_function([fd], [], [], 0)
 
 
 #: The rows of the bare server round trip and system call.
@@ -150,9 +145,10 @@ CASES: dict[str, tuple[Case, int]] = {
     "green driver reset=rollback": (hybridpool_case("gevent", "rollback"), ITERATIONS),
     "green driver reset=safe": (hybridpool_case("gevent", "safe"), ITERATIONS // 5),
     ROUND_TRIP: (round_trip, ITERATIONS // 5),
-    POLL: (readiness_poll, ITERATIONS),
-    "syscall: select(fd, 0), unpatched": (socket_poll(gevent.monkey.get_original("select", "select")), ITERATIONS),
-    "select.select(fd, 0) as patched": (socket_poll(select.select), ITERATIONS),
+    POLL: (socket_poll(readable_now), ITERATIONS),
+    "syscall: select(fd, 0), unpatched": (socket_poll(select_poll(gevent.monkey.get_original("select", "select"))),
+                                          ITERATIONS),
+    "select.select(fd, 0) as patched": (socket_poll(select_poll(select.select)), ITERATIONS),
 }
 
 

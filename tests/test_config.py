@@ -1,6 +1,8 @@
-"""Settings validation, and the I/O-free decisions of ``Capacity`` (no database needed)."""
+"""Settings validation, and the I/O-free decisions of ``Capacity`` and ``Leases`` (no database needed)."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -8,6 +10,7 @@ from django.db import connections
 
 from hybridpool import PoolConfig, create_pool
 from hybridpool.capacity import Backoff, Capacity
+from hybridpool.leases import Leases
 
 INVALID = [
     ({"min_size": -1}, "min_size", "= -1 (int): must be an int >= 0"),
@@ -178,3 +181,26 @@ def test_filling_stops_after_giving_up_until_a_connection_opens():
     assert cap.enqueue("caller") and cap.grow()  # a caller's demand still opens one
     cap.connected()
     assert cap.fill() == 1  # min_size again, counting the one opened
+
+
+# -- Leases: who holds what
+
+
+def test_an_ending_thread_wakes_the_pool_only_if_it_still_holds_a_connection():
+    woken = threading.Event()
+    leases = Leases(leak_timeout=0, wake=woken.set)
+    returned, kept = object(), object()
+
+    def borrow(conn: object, give_back: bool) -> None:
+        leases.lend(conn)
+        if give_back:
+            leases.end(conn)
+
+    for conn, give_back in ((returned, True), (kept, False)):
+        thread = threading.Thread(target=borrow, args=(conn, give_back))
+        thread.start()
+        thread.join(5)
+        if give_back:
+            assert not woken.wait(0.3)  # as every ASGI request thread: nothing to take back
+    assert woken.wait(5)
+    assert [lease.conn for lease in leases.pop_strays()] == [kept]

@@ -105,9 +105,11 @@ class Leases:
             weakref.finalize(sentinel, _borrower_ended, weakref.ref(self), borrower)
         return borrower
 
-    def holds(self, borrower: weakref.ref[Any]) -> bool:
-        """True if ``borrower`` holds a lent connection."""
-        return any(lease.borrower is borrower for lease in list(self._leases.values()))
+    def _ended(self, borrower: weakref.ref[Any]) -> None:
+        """A borrower ended: ``wake`` the pool if it still holds a connection. Most end with none
+        (under ASGI, asgiref's thread of each request) and wake nobody."""
+        if any(lease.borrower is borrower for lease in list(self._leases.values())):
+            self._wake()  # type: ignore[misc]
 
     def assign(self, conn: Any, borrower: weakref.ref[Any]) -> None:
         """Make ``borrower`` the holder of lent ``conn``: the connection is a stray only when it ends.
@@ -128,7 +130,8 @@ class Leases:
         """Remove and return the leases whose borrower has ended."""
         with self._lock:
             strays = [lease for lease in list(self._leases.values()) if has_ended(lease.borrower)]
-            # A stray's borrower has ended: nobody else gives its connection back meanwhile.
+            # Only what is still there: a lease ended meanwhile (end() takes no lock) is not
+            # given back twice.
             return [lease for lease in strays if self._leases.pop(id(lease.conn), None) is lease]
 
     def overdue(self, now: float) -> list[Lease]:
@@ -144,11 +147,10 @@ class Leases:
 
 
 def _borrower_ended(ref: weakref.ref[Leases], borrower: weakref.ref[Any]) -> None:
-    """A borrower ended: ``wake`` its pool if it still holds a connection. Most end with none
-    (under ASGI, asgiref's thread of each request) and wake nobody."""
-    leases = ref()
-    if leases is not None and leases._wake is not None and leases.holds(borrower):
-        leases._wake()
+    """The finalizer of a borrower's sentinel: holds the table weakly, so that a borrower that
+    lives on (the main thread) does not keep a closed pool's table alive."""
+    if (leases := ref()) is not None:
+        leases._ended(borrower)
 
 
 def reclaim(pool: Any, leases: Leases) -> int:
