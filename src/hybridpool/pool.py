@@ -56,6 +56,14 @@ def too_many_requests_error(name: str, stats: dict[str, int], max_waiting: int) 
     return TooManyRequests(f"max_waiting={max_waiting} reached in {describe(name, stats)}")
 
 
+def not_lent_error(name: str, conn: psycopg.BaseConnection[Any]) -> ValueError:
+    """The :class:`ValueError` for a ``putconn`` of a connection the pool has not lent: another
+    pool's, or one returned already (psycopg_pool refuses both with a ``ValueError`` too)."""
+    owner = getattr(conn, "_pool", None)
+    why = f"it comes from pool {owner.name!r}" if owner is not None else "it is not lent by any pool (returned already?)"
+    return ValueError(f"can't return connection to pool {name!r}, {why}: {conn}")
+
+
 def closed_error(name: str, pid: int) -> PoolClosed:
     """The :class:`PoolClosed` for a closed pool, or for one used by a child of the process that
     created it (``pid``): a forked child never touches its parent's connections."""

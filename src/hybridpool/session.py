@@ -60,12 +60,13 @@ def needs_check(conn: psycopg.BaseConnection[Any], policy: str = "auto") -> bool
     ``"auto"``: not for a connection used within :data:`RECENT` seconds whose socket is quiet.
     ``"always"``: yes. ``"never"``: no.
 
-    :raises psycopg.OperationalError: if the connection is known to be closed.
+    :raises psycopg.OperationalError: if the connection is known to be closed, whatever the
+        policy: an idle connection that a former borrower closed behind the pool's back.
     """
-    if policy == "never":
-        return False
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
+    if policy == "never":
+        return False
     return not (policy == "auto" and monotonic() - getattr(conn, USED_AT, 0.0) < RECENT and _socket_quiet(conn))
 
 
@@ -85,12 +86,9 @@ def check_connection(conn: psycopg.Connection[Any], policy: str | Callable[..., 
         conn.execute("")  # every idle pooled connection is in autocommit: no BEGIN
 
 
-def make_check(policy: str | Callable[..., Any], *, asynchronous: bool = False) -> Callable[..., Any] | None:
+def make_check(policy: str | Callable[..., Any], *, asynchronous: bool = False) -> Callable[..., Any]:
     """Return what checks a connection before it is lent, per the ``check`` setting:
-    :func:`check_connection` (:func:`acheck_connection`) bound to ``policy``; for ``"never"``, no
-    check: :func:`finish_reset` alone, or None for asyncio (which never defers its reset)."""
-    if policy == "never":
-        return None if asynchronous else finish_reset
+    :func:`check_connection` (:func:`acheck_connection`) bound to ``policy``."""
     return partial(acheck_connection if asynchronous else check_connection, policy=policy)
 
 
@@ -129,6 +127,24 @@ def make_aconfigure(configure: Callable[..., Any] | None) -> Callable[[psycopg.A
             _check_idle(conn, configure)
 
     return configure_connection
+
+
+def clean_returned(conn: psycopg.Connection[Any], reset: Callable[[psycopg.Connection[Any]], None]) -> bool:
+    """Bring a returned connection back to the idle state and reset it (:func:`make_reset`'s
+    ``reset``); False if it must be closed instead: broken, in the middle of a query (cancelled
+    first), or its rollback or reset failed.
+
+    Any other exception, an interruption above all (``gevent.Timeout``, ``GreenletExit``,
+    ``KeyboardInterrupt``), leaves the connection in an unknown state: the caller closes it.
+    """
+    if not rollback_or_refuse(conn):
+        return False
+    try:
+        reset(conn)
+    except psycopg.Error as ex:
+        logger.warning("error resetting a returned connection, closing it: %s", ex)
+        return False
+    return True
 
 
 def rollback_or_refuse(conn: psycopg.Connection[Any]) -> bool:

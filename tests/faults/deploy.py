@@ -25,6 +25,9 @@ COMMANDS = {
     "gevent": [str(BIN / "gunicorn"), "-c", str(PROJECT / "gunicorn.conf.py"), "tests.faults.project.wsgi"],
     "asgi": [str(BIN / "uvicorn"), "tests.faults.project.asgi:application", "--host", "127.0.0.1",
              "--port", "{port}", "--workers", "1", "--no-access-log", "--lifespan", "on"],
+    # Django's own asgi.py, and uvicorn's default --lifespan auto (which Django's handler refuses).
+    "asgi-django": [str(BIN / "uvicorn"), "tests.faults.project.django_asgi:application", "--host", "127.0.0.1",
+                    "--port", "{port}", "--workers", "1", "--no-access-log"],
 }
 KINDS = list(COMMANDS)
 #: Longest a request of :func:`hammer` may take (s).
@@ -33,7 +36,7 @@ REQUEST_SECONDS = 20.0
 
 @contextmanager
 def deployment(kind: str, conninfo: str, role: str, **settings: Any) -> Iterator[Server]:
-    """Serve the project with ``kind`` (``"gevent"`` or ``"asgi"``) on database ``conninfo``.
+    """Serve the project with ``kind`` (one of :data:`KINDS`) on database ``conninfo``.
 
     :param settings: ``max_size``, ``timeout`` (seconds), ``workers``, ``preload`` (True: gunicorn's
         ``preload_app``), passed as ``FAULTS_*`` variables (see the project's settings).

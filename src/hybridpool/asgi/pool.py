@@ -14,16 +14,17 @@ import logging
 import threading
 import time
 import weakref
+from time import monotonic
 from typing import Any
 
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
 
 from .. import pool as base
 from .. import process, session
 from ..config import PoolConfig
 from ..leases import Leases, maintenance_interval, reclaim
+from ..runtime import gevent_active
 
 logger = logging.getLogger("hybridpool")
 
@@ -35,17 +36,20 @@ def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchr
     ``close()`` on a lent connection returns it to the pool (psycopg_pool's ``close_returns``):
     that is what Django's ``connection.close()`` calls.
 
+    No ``check`` callback: :meth:`ThreadPool.getconn` and :meth:`LoopPool.getconn` check what they
+    lend themselves, so that a broken connection is replaced at once. psycopg_pool's own check loop
+    sleeps 1 s, then 2 s, ... after each broken connection it finds: after a server restart, a
+    caller meeting a few dead connections in a row would wait out its timeout.
+
     :class:`ThreadPool` gets no ``reset`` callback: it resets in :meth:`ThreadPool.putconn`, in the
     returning thread, as the green driver does. Given one, psycopg_pool would hand every return to
-    a worker thread, and the next checkout of that connection would wait for the hand-over (about
-    100 µs of thread switches on the benchmark machine, more than the reset's round trip).
+    a worker thread, and the next checkout of that connection would wait for the hand-over.
     """
     configure = session.make_aconfigure if asynchronous else session.make_configure
     return {
         "kwargs": {**(kwargs or {}), "autocommit": True},
         "name": config.name,
         "configure": configure(config.configure),
-        "check": session.make_check(config.check, asynchronous=asynchronous),
         "reset": session.make_areset(config.reset) if asynchronous else None,
         "reconnect_failed": config.reconnect_failed,
         "num_workers": config.num_workers,
@@ -66,11 +70,11 @@ def _refuse_forked(pool: ThreadPool | LoopPool) -> None:
         raise base.closed_error(pool.name, pool.pid)
 
 
-def _worded(pool: ThreadPool | LoopPool, ex: PoolTimeout | TooManyRequests, timeout: float | None) -> Exception:
+def _worded(pool: ThreadPool | LoopPool, ex: PoolTimeout | TooManyRequests, timeout: float) -> Exception:
     """Word psycopg_pool's error ``ex`` as every driver does."""
     if isinstance(ex, TooManyRequests):
         return base.too_many_requests_error(pool.name, pool.get_stats(), pool.max_waiting)
-    return base.timeout_error(pool.name, pool.get_stats(), pool.timeout if timeout is None else timeout)
+    return base.timeout_error(pool.name, pool.get_stats(), timeout)
 
 
 #: How long after its thread-local storage is cleared an ending thread stops being alive.
@@ -94,8 +98,12 @@ class ThreadPool(ConnectionPool, base.Pool):
         self._borrower_ended = threading.Event()
         self.leases = Leases(self.config.leak_timeout, wake=self._borrower_ended.set)
         self._watcher: threading.Thread | None = None
-        # Sent, not waited for: the check callback reads the answer at the next checkout.
+        self._check_lent = session.make_check(self.config.check)
+        # Sent, not waited for: the check reads the answer at the next checkout.
         self._reset_returned = session.make_reset(self.config.reset, send_only=True)
+        # Under gevent's patching psycopg_pool's threads are greenlets, and a greenlet killed while
+        # it waits in psycopg_pool's queue would leave its place there to take the next connection.
+        self._shielded = gevent_active()
         super().__init__(conninfo, open=open, **pool_arguments(self.config, kwargs, asynchronous=False))
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -107,38 +115,89 @@ class ThreadPool(ConnectionPool, base.Pool):
                 name=f"hybridpool-watch-{self.name}", daemon=True)
             self._watcher.start()
 
+    connection = base.Pool.connection  # psycopg_pool's would count usage_ms a second time
+
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
-        """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
+        """Take a connection; see :meth:`hybridpool.Pool.getconn`.
+
+        A broken connection found by the check is closed and the next one tried at once (a new one
+        is being opened meanwhile), within the same ``timeout``.
+        """
         _refuse_forked(self)
+        wait = self.timeout if timeout is None else timeout
+        deadline = monotonic() + wait
+        while True:
+            conn = self._take(deadline - monotonic(), wait)
+            # Critical section: taken, not lent; the check may wait on the server.
+            try:
+                self._check_lent(conn)
+            except Exception as ex:  # broken, or a check callable refused it
+                logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
+                self._discard(conn)
+                self._stats[self._REQUESTS_NUM] -= 1  # the same request, tried again
+                continue
+            except BaseException:  # interrupted mid-check: its state is unknown
+                self._discard(conn)
+                raise
+            self.leases.lend(conn)
+            return conn
+
+    def _take(self, timeout: float, wait: float) -> psycopg.Connection[Any]:
+        """psycopg_pool's ``getconn``, unchecked; under gevent, in a greenlet of its own, which
+        gives back what it obtains if the caller is interrupted meanwhile."""
         try:
-            conn = super().getconn(timeout)
+            if not self._shielded:
+                return super().getconn(timeout)
+            import gevent
+            import gevent.event
+
+            taken = gevent.event.AsyncResult()
+            gevent.spawn(_settle, taken, super().getconn, timeout)
+            try:
+                return taken.get()
+            except BaseException:
+                taken.rawlink(lambda taken: taken.successful() and self._putconn(taken.value, from_getconn=True))
+                raise
         except (PoolTimeout, TooManyRequests) as ex:
-            raise _worded(self, ex, timeout) from None
-        self.leases.lend(conn)
-        return conn
+            raise _worded(self, ex, wait) from None
+
+    def _discard(self, conn: psycopg.Connection[Any]) -> None:
+        """Close a connection taken and not lent; psycopg_pool frees its slot and opens another."""
+        conn.pgconn.finish()
+        self._putconn(conn, from_getconn=True)  # counted in connections_lost
+        conn._pool = None  # a stale close() cannot return it again
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:
         """Give back a connection: rolled back and its reset sent here, in the returning thread,
-        then to psycopg_pool, which closes it if it is broken, in the middle of a query or past
-        ``max_lifetime``; in a forked child, the parent's connection is dropped untouched."""
+        then to psycopg_pool, which closes it if it is broken or past ``max_lifetime``; in a
+        forked child, the parent's connection is dropped untouched.
+
+        A connection returned in the middle of a query has it cancelled and is closed; a return
+        interrupted while it waits on the server closes the connection and frees its slot.
+
+        :raises ValueError: the connection is not lent by this pool (psycopg_pool's check).
+        """
         if self.pid != process.pid:
             return
-        self.leases.end(conn)
-        if conn.pgconn.transaction_status == TransactionStatus.ACTIVE:
-            session.cancel_query(conn)  # psycopg_pool closes it next, without cancelling
-        elif getattr(conn, "_pool", None) is self and not self.closed and session.rollback_or_refuse(conn):
-            try:
-                self._reset_returned(conn)
-            except psycopg.Error as ex:
-                logger.warning("error resetting a connection of pool %r, closing it: %s", self.name, ex)
-                conn.pgconn.finish()  # psycopg_pool discards a closed connection and opens another
-        super().putconn(conn)
+        self._check_pool_putconn(conn)  # before touching it: it may be another borrower's now
+        if (lease := self.leases.end(conn)) is not None:
+            self._stats[self._USAGE_MS] += int(1000.0 * (monotonic() - lease.lent_at))
+        try:
+            if not self.closed and not session.clean_returned(conn, self._reset_returned):
+                conn.pgconn.finish()  # psycopg_pool counts it in returns_bad and opens another
+        except BaseException:  # interrupted while it waited on the server
+            conn.pgconn.finish()
+            raise
+        finally:
+            super().putconn(conn)
+            if conn.closed:
+                conn._pool = None  # psycopg_pool leaves it set on a broken one: refuse a second return
 
     def _reset_connection(self, conn: psycopg.Connection[Any]) -> None:
         """psycopg_pool's step of a return that brings the connection to the idle state: skipped
         while the reset sent by :meth:`putconn` is under way (psycopg_pool would take the busy
-        connection for one returned mid-query and close it); the check callback reads its answer
-        before the connection is lent again. Overrides a private method of psycopg_pool 3.2-3.3."""
+        connection for one returned mid-query and close it); the check reads its answer before
+        the connection is lent again. Overrides a private method of psycopg_pool 3.2-3.3."""
         if not getattr(conn, session.RESET_SENT, False):
             super()._reset_connection(conn)  # type: ignore[misc]
 
@@ -147,6 +206,14 @@ class ThreadPool(ConnectionPool, base.Pool):
         """psycopg_pool's check of :meth:`check`: an empty query, after reading the answer to a
         sent reset."""
         session.check_connection(conn, "always")
+
+
+def _settle(result: Any, function: Any, *args: Any) -> None:
+    """Set ``result`` (a ``gevent.event.AsyncResult``) to what ``function(*args)`` returns or raises."""
+    try:
+        result.set(function(*args))
+    except BaseException as ex:  # noqa: BLE001 - handed to whoever waits on the result
+        result.set_exception(ex)
 
 
 def _watch(ref: weakref.ref[ThreadPool], borrower_ended: threading.Event, interval: float) -> None:
@@ -174,17 +241,43 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
                  config: PoolConfig | None = None) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
+        self._check_lent = session.make_check(self.config.check, asynchronous=True)
         super().__init__(conninfo, open=False, **pool_arguments(self.config, kwargs, asynchronous=True))
 
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
-        """Take a connection; see :meth:`hybridpool.AsyncPool.getconn`."""
+        """Take a connection; see :meth:`hybridpool.AsyncPool.getconn` and :meth:`ThreadPool.getconn`."""
         _refuse_forked(self)
-        try:
-            return await super().getconn(timeout)
-        except (PoolTimeout, TooManyRequests) as ex:
-            raise _worded(self, ex, timeout) from None
+        wait = self.timeout if timeout is None else timeout
+        deadline = monotonic() + wait
+        while True:
+            try:
+                conn = await super().getconn(deadline - monotonic())
+            except (PoolTimeout, TooManyRequests) as ex:
+                raise _worded(self, ex, wait) from None
+            try:
+                await self._check_lent(conn)
+            except Exception as ex:
+                logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
+                await self._discard(conn)
+                self._stats[self._REQUESTS_NUM] -= 1
+                continue
+            except BaseException:  # cancelled mid-check
+                await self._discard(conn)
+                raise
+            return conn
+
+    async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        conn.pgconn.finish()
+        await self._putconn(conn, from_getconn=True)
+        conn._pool = None
 
     async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Give back a connection; in a forked child, drop the parent's connection untouched."""
+        """Give back a connection; in a forked child, drop the parent's connection untouched.
+
+        :raises ValueError: the connection is not lent by this pool (psycopg_pool's check).
+        """
         if self.pid == process.pid:
-            await super().putconn(conn)
+            await super().putconn(conn)  # queues the reset for a worker task, without waiting
+            # Not lent any more: psycopg_pool would clear this only once the reset is done, and
+            # accept a second return meanwhile, putting the connection in the pool twice.
+            conn._pool = None

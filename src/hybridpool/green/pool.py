@@ -139,14 +139,19 @@ class GreenPool(base.Pool):
         self._stats[base.REQUESTS_NUM] += 1
         while True:
             conn = self._cap.take(self._settled) or self._wait_for_connection(deadline, wait)
+            # Critical section: the connection is neither idle nor lent until it is lent below or
+            # closed; the check may wait on the server, and so be interrupted.
             try:
                 self._check(conn)
-            except psycopg.Error as ex:
+            except Exception as ex:  # broken, or a check callable refused it: open another one
                 logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
                 self._stats[base.CONNECTIONS_LOST] += 1
-                self._close_connection(conn)
-                self._grow()
+                self._replace(conn)
                 continue
+            except BaseException:  # interrupted mid-check: its state is unknown
+                self._replace(conn)
+                raise
+            conn._pool = self  # lent: psycopg's close() returns it here
             self.leases.lend(conn)
             return conn
 
@@ -179,39 +184,46 @@ class GreenPool(base.Pool):
             self._stats[base.REQUESTS_WAIT_MS] += int(1000.0 * (monotonic() - started))
 
     def _give_back(self, waiter: gevent.event.AsyncResult) -> None:
+        """A waiter gave up: leave the queue, or hand on the connection it was served (never lent,
+        it is as clean as when it was handed over)."""
         if not self._cap.cancel(waiter) and waiter.successful():
-            self.putconn(waiter.value)
+            self._hand_over(waiter.value)
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:
         """Give back a connection: rolled back and reset, or closed if it is broken, in the
         middle of a query or past ``max_lifetime``; in a forked child, dropped untouched.
 
-        :raises ValueError: the connection does not belong to this pool.
+        A return interrupted while it waits on the server (``gevent.Timeout``, ``GreenletExit``)
+        closes the connection, whose state is then unknown, and frees its slot.
+
+        :raises ValueError: the connection is not lent by this pool: another pool's, or returned
+            already (psycopg_pool's check and message).
         """
         if self.pid != process.pid:
             return
         if getattr(conn, "_pool", None) is not self:
-            raise ValueError(f"can't return connection to pool {self.name!r}, it doesn't belong to it")
+            raise base.not_lent_error(self.name, conn)
+        # From here on the connection is not lent: a second return, or its close(), is refused.
+        conn._pool = None
         now = monotonic()
         if (lease := self.leases.end(conn)) is not None:
             self._stats[base.USAGE_MS] += int(1000.0 * (now - lease.lent_at))
-        if self._closed:
-            self._close_connection(conn)
-        elif not session.rollback_or_refuse(conn):
+        if self._closed or now >= conn._expire_at:
+            if not self._closed:
+                logger.info("closing expired connection of pool %r", self.name)
+            self._replace(conn)
+            return
+        try:
+            clean = session.clean_returned(conn, self._reset)
+        except BaseException:  # interrupted while it waited on the server: its state is unknown
             self._stats[base.RETURNS_BAD] += 1
             self._replace(conn)
-        elif now >= conn._expire_at:
-            logger.info("closing expired connection of pool %r", self.name)
-            self._replace(conn)
+            raise
+        if clean:
+            self._hand_over(conn)
         else:
-            try:
-                self._reset(conn)
-            except psycopg.Error as ex:
-                logger.warning("error resetting a connection of pool %r, closing it: %s", self.name, ex)
-                self._stats[base.RETURNS_BAD] += 1
-                self._replace(conn)
-            else:
-                self._hand_over(conn)
+            self._stats[base.RETURNS_BAD] += 1
+            self._replace(conn)
 
     def _hand_over(self, conn: psycopg.Connection[Any]) -> None:
         """Give a clean connection to the oldest waiter, or to the idle stack."""
@@ -233,14 +245,13 @@ class GreenPool(base.Pool):
         now = monotonic()
         self._stats[base.CONNECTIONS_NUM] += 1
         self._stats[base.CONNECTIONS_MS] += int(1000.0 * (now - started))
-        conn._pool = self  # psycopg's mark of a pooled connection (close_returns, no ResourceWarning)
+        conn._pool = None  # psycopg's mark of a pooled connection (no ResourceWarning); set while lent
         conn._created_at = now
         conn._expire_at = expiry(now, self.config.max_lifetime)
         try:
             self._configure(conn)
         except BaseException:
             self._stats[base.CONNECTIONS_ERRORS] += 1
-            conn._pool = None
             conn.close()
             raise
         return conn
@@ -254,16 +265,17 @@ class GreenPool(base.Pool):
             delay = None if self._closed else backoff.failed(monotonic())
             if delay is None:
                 logger.warning("pool %r gives up connecting: %s", self.name, ex)
-                self._cap.release()
+                self._connect_failed(growing)
                 self._cap.stop_filling()
-                if growing:
-                    self._cap.growing = False
                 if self.config.reconnect_failed is not None and not self._closed:
                     self.config.reconnect_failed(self)
             else:
                 logger.warning("pool %r failed to connect, retrying in %.1f s: %s", self.name, delay, ex)
                 gevent.spawn_later(delay, self._add_connection, growing, backoff)
             return
+        except BaseException:  # killed (the hub is ending): the slot is free again
+            self._connect_failed(growing)
+            raise
         self._opened += 1
         self._cap.connected()
         if self._opened >= self.min_size:
@@ -271,6 +283,12 @@ class GreenPool(base.Pool):
         self._hand_over(conn)
         if growing and self._cap.grown():
             gevent.spawn(self._add_connection, True)
+
+    def _connect_failed(self, growing: bool) -> None:
+        """Free the slot reserved for a connection that will not be opened."""
+        self._cap.release()
+        if growing:
+            self._cap.growing = False
 
     def _grow(self) -> None:
         """Open what ``min_size`` and the waiting callers need, each connect in its own greenlet."""
@@ -282,11 +300,15 @@ class GreenPool(base.Pool):
             gevent.spawn(self._add_connection, True)
 
     def _close_connection(self, conn: psycopg.Connection[Any], *, release: bool = True) -> None:
+        """Close ``conn`` (libpq sends the terminate message; nothing here waits, so nothing can
+        interrupt it) and free its slot unless the caller freed it already."""
         conn._pool = None
-        conn.close()
-        self._opened -= 1
-        if release:
-            self._cap.release()
+        try:
+            conn.close()
+        finally:
+            self._opened -= 1
+            if release:
+                self._cap.release()
 
     def _replace(self, conn: psycopg.Connection[Any]) -> None:
         self._close_connection(conn)
@@ -307,16 +329,28 @@ class GreenPool(base.Pool):
         self._grow()
 
     def check(self) -> None:
-        """Check every idle connection with an empty query; close and replace the broken ones."""
-        for conn in self._cap.remove_idle(lambda conn: True):
-            try:
-                session.check_connection(conn, "always")
-            except psycopg.Error:
-                self._stats[base.CONNECTIONS_LOST] += 1
-                self._close_connection(conn)
-            else:
+        """Check every idle connection with an empty query; close and replace the broken ones.
+
+        Interrupted, it closes the connection being checked and puts back those not checked yet.
+        """
+        unchecked = self._cap.remove_idle(lambda conn: True)
+        try:
+            while unchecked:
+                conn = unchecked.pop()
+                try:
+                    session.check_connection(conn, "always")
+                except Exception:
+                    self._stats[base.CONNECTIONS_LOST] += 1
+                    self._close_connection(conn)
+                except BaseException:
+                    self._close_connection(conn)
+                    raise
+                else:
+                    self._hand_over(conn)
+        finally:
+            for conn in unchecked:
                 self._hand_over(conn)
-        self._grow()
+            self._grow()
 
     # -- stats
 
@@ -351,5 +385,8 @@ def _maintain(ref: weakref.ref[GreenPool], borrower_ended: gevent.event.Event, i
         pool = ref()
         if pool is None or pool.closed or pool.pid != process.pid:
             return
-        pool._maintain()
+        try:
+            pool._maintain()
+        except Exception:  # logged; the next pass tries again
+            logger.exception("maintenance of pool %r failed", pool.name)
         del pool
