@@ -172,6 +172,32 @@ def run_concurrently(func: Callable[[int], Any], n: int, timeout: float = 30.0) 
     return results
 
 
+@pytest.fixture
+def capped_user(conninfo: str) -> Iterator[Callable[[int], str]]:
+    """Make login roles whose server-side ``CONNECTION LIMIT`` is a pool's cap: a pool connecting
+    as one can never pass the cap unnoticed, however short the peak (a connection past the limit
+    is refused: ``too many connections for role``, counted in ``connections_errors``). Returns
+    the role's name, for the ``user`` connection argument."""
+    roles: list[str] = []
+
+    def make(limit: int) -> str:
+        role = f"hp_capped_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT {int(limit)}")
+            conn.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+            conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+            conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        roles.append(role)
+        return role
+
+    yield make
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for role in roles:
+            conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s", [role])
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
 class PeakSampler:
     """Sample the server connections of one application_name every 10 ms in the background."""
 
@@ -205,10 +231,11 @@ def make_pool(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     """Build pools of the driver under test; each gets its own application_name (``pool.app``)."""
     pools = []
 
-    def make(**settings: Any) -> Any:
+    def make(kwargs: dict[str, Any] | None = None, **settings: Any) -> Any:
         app = f"hp-{uuid.uuid4().hex[:10]}"
         settings.setdefault("min_size", 1)
-        pool = create_pool(_state["conninfo"], kwargs={"application_name": app}, driver=request.param, **settings)
+        pool = create_pool(_state["conninfo"], kwargs={"application_name": app, **(kwargs or {})},
+                           driver=request.param, **settings)
         pool.app = app
         pools.append(pool)
         return pool

@@ -222,6 +222,7 @@ def test_connection_refuses_an_alias_without_the_hybridpool_engine():
         pass
 
 
+@pytest.mark.timing
 def test_orm_workers_that_never_give_back_their_connection_do_not_exhaust_the_pool():
     def stray(i):  # the ORM outside any request; the connection is never closed
         return Item.objects.filter(name=f"stray-{i}").count()

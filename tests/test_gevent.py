@@ -16,6 +16,7 @@ from .conftest import GEVENT, PeakSampler, run_concurrently, server_states, wait
 pytestmark = pytest.mark.skipif(not GEVENT, reason="needs gevent monkey-patching: python -m gevent.monkey --module pytest")
 
 
+@pytest.mark.timing
 def test_a_ticker_keeps_its_cadence_while_a_query_runs(make_pool):
     import gevent
 
@@ -35,7 +36,7 @@ def test_a_ticker_keeps_its_cadence_while_a_query_runs(make_pool):
     gevent.joinall([gevent.spawn(ticker), gevent.spawn(query)], timeout=5, raise_error=True)
     gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
     assert len(gaps) == 4
-    assert all(abs(gap - 0.1) <= 0.02 for gap in gaps), gaps
+    assert all(abs(gap - 0.1) <= 0.05 for gap in gaps), gaps  # a blocked hub would show a 0.3 s gap
 
 
 def test_the_orm_serves_each_greenlet_its_own_pooled_connection():

@@ -21,8 +21,8 @@ def backend_pid(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
-def test_cap_holds_with_10x_more_workers_than_max_size(make_pool):
-    pool = make_pool(max_size=3)
+def test_cap_holds_with_10x_more_workers_than_max_size(make_pool, capped_user):
+    pool = make_pool(max_size=3, kwargs={"user": capped_user(3)})  # the server refuses a 4th connection
 
     def work(i):
         with pool.connection() as conn:
@@ -32,7 +32,8 @@ def test_cap_holds_with_10x_more_workers_than_max_size(make_pool):
     with PeakSampler(pool.app) as sampler:
         results = run_concurrently(work, 30)
     assert results == [True] * 30
-    assert sampler.peak == 3  # reached, never passed
+    assert sampler.peak == 3  # reached
+    assert pool.get_stats().get("connections_errors", 0) == 0  # never passed: no connection was refused
     assert pool.get_stats()["pool_size"] <= 3
 
 
@@ -57,6 +58,7 @@ def test_waiters_are_served_first_come_first_served(make_pool):
     assert served == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.timing
 def test_timeout_raises_pool_timeout_in_time_naming_the_pool(make_pool):
     pool = make_pool(max_size=1, timeout=0.3)
     holder = pool.getconn()
@@ -65,7 +67,7 @@ def test_timeout_raises_pool_timeout_in_time_naming_the_pool(make_pool):
         pool.getconn()
     elapsed = time.monotonic() - started
     pool.putconn(holder)
-    assert 0.3 <= elapsed <= 0.5
+    assert 0.3 <= elapsed <= 1.0  # the timeout, plus a margin for a loaded machine
     message = str(raised.value)
     assert f"pool {pool.name!r}" in message
     assert "max_size=1" in message
@@ -75,16 +77,18 @@ def test_timeout_raises_pool_timeout_in_time_naming_the_pool(make_pool):
     assert isinstance(raised.value, psycopg.OperationalError)
 
 
+@pytest.mark.timing
 def test_getconn_timeout_argument_overrides_the_setting(make_pool):
     pool = make_pool(max_size=1, timeout=10)
     holder = pool.getconn()
     started = time.monotonic()
     with pytest.raises(PoolTimeout, match="0.20 s"):
         pool.getconn(timeout=0.2)
-    assert time.monotonic() - started <= 0.4
+    assert time.monotonic() - started <= 1.0  # 0.2 s, not the pool's 10 s
     pool.putconn(holder)
 
 
+@pytest.mark.timing
 def test_max_waiting_refuses_at_once(make_pool):
     pool = make_pool(max_size=1, max_waiting=1)
     holder = pool.getconn()
@@ -94,7 +98,7 @@ def test_max_waiting_refuses_at_once(make_pool):
     started = time.monotonic()
     with pytest.raises(TooManyRequests, match="max_waiting=1"):
         pool.getconn(timeout=5)
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 1.0  # at once, not after the 5 s timeout
     pool.putconn(holder)
     waiting.join(5)
 
@@ -291,6 +295,7 @@ def test_stats_use_psycopg_pool_keys(make_pool):
     assert stats["requests_num"] >= 1
 
 
+@pytest.mark.timing
 def test_connections_left_by_ended_borrowers_are_reclaimed(make_pool):
     pool = make_pool(max_size=3, timeout=10)
 
@@ -315,6 +320,7 @@ def test_leak_timeout_reports_the_borrower_s_stack(make_pool, caplog):
     assert "test_leak_timeout_reports_the_borrower_s_stack" in report  # where it was taken
 
 
+@pytest.mark.timing
 def test_no_request_fails_after_every_pooled_backend_is_terminated(make_pool):
     pool = make_pool(min_size=5, max_size=5)
     barrier = threading.Barrier(5, timeout=5)
@@ -333,7 +339,7 @@ def test_no_request_fails_after_every_pooled_backend_is_terminated(make_pool):
 
     started = time.monotonic()
     first = request(0)  # meets the five dead connections in a row, and replaces them at once
-    assert time.monotonic() - started < 1.0  # not psycopg_pool's backoff of 1 s, then 2 s, ...
+    assert time.monotonic() - started < 0.8  # psycopg_pool's backoff would sleep 0.9-1.1 s, then twice that
     after = run_concurrently(request, 50)
     assert not [r for r in after if isinstance(r, Exception)]  # 0 of 50 failed
     assert not before & {first, *after}

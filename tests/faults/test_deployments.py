@@ -45,6 +45,7 @@ def statuses(outcomes: list[dict]) -> dict:
     return found
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("kind", KINDS)
 def test_no_request_fails_after_every_pooled_backend_is_terminated(kind, fault_db):
     max_size = 10
@@ -77,6 +78,7 @@ def test_requests_that_arrive_after_a_database_restart_all_succeed(kind, fault_s
     assert stats.get("connections_lost", 0) + stats.get("connections_errors", 0) >= 1, stats  # the restart was felt
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("kind", KINDS)
 def test_overload_gets_200_or_503_within_the_timeout_and_max_size(kind, fault_db):
     max_size, timeout, hold = 4, 1.0, 0.3

@@ -93,6 +93,7 @@ class Refuser:
         self._sock.close()
 
 
+@pytest.mark.timing
 def test_reconnects_back_off_with_jitter_then_give_up_and_call_reconnect_failed(driver, pools):
     refuser = Refuser()
     failed: list[float] = []
