@@ -27,6 +27,10 @@ from tests import gis  # PostGIS tests (tests/test_postgis.py)
 GEVENT = gevent_active()
 DRIVERS = ["gevent"] if GEVENT else ["thread"]
 ROLE = f"hybridpool_test_role_{os.getpid()}"
+#: The login role of the "asyncapp" alias: its server-side CONNECTION LIMIT is the alias's max_size,
+#: so that its async pools, whatever the event loops, can never pass it unnoticed.
+ASYNC_ROLE = f"hybridpool_test_async_{os.getpid()}"
+ASYNC_MAX_SIZE = 3
 
 _stack = contextlib.ExitStack()
 _state: dict[str, str] = {}
@@ -41,9 +45,12 @@ def pytest_configure(config: pytest.Config) -> None:
     conninfo = embedded.create_database(server, dbname)
     _stack.callback(embedded.drop_database, server, dbname)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
+        for role in (ROLE, ASYNC_ROLE):
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
         conn.execute(f"CREATE ROLE {ROLE}")
-        conn.execute(f"GRANT ALL ON SCHEMA public TO {ROLE}")
+        conn.execute(f"CREATE ROLE {ASYNC_ROLE} LOGIN CONNECTION LIMIT {ASYNC_MAX_SIZE}")
+        for role in (ROLE, ASYNC_ROLE):
+            conn.execute(f"GRANT ALL ON SCHEMA public TO {role}")
     _stack.callback(_drop_role, conninfo)
     _state.update(server=server, conninfo=conninfo)
 
@@ -60,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "role": database(assume_role=ROLE),
             "ssb": database(server_side_binding=True),
             "tiny": database(pool={"min_size": 0, "max_size": 1, "timeout": 0.3}),
-            "asyncapp": database(pool={"min_size": 0, "max_size": 3}),
+            "asyncapp": {**database(pool={"min_size": 0, "max_size": ASYNC_MAX_SIZE}), "USER": ASYNC_ROLE},
             "replica": database(pool={"min_size": 0, "max_size": 2}),
             "testdb": database(),
             "atomic": {**database(), "ATOMIC_REQUESTS": True},
@@ -86,14 +93,17 @@ def pytest_configure(config: pytest.Config) -> None:
         editor.create_model(Item)
     connection.close()
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {ROLE}")
-        conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {ROLE}")
+        for role in (ROLE, ASYNC_ROLE):
+            conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+            conn.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
 
 
 def _drop_role(conninfo: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f"DROP OWNED BY {ROLE}")
-        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
+        for role in (ROLE, ASYNC_ROLE):
+            conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s", [role])
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -7,18 +7,19 @@ The ``aconnection()`` tests use an alias of their own: an async pool shares its 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import psycopg
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import connections
 
 import hybridpool
 from tests.testapp.models import Item
 
-from .conftest import GEVENT, PeakSampler
+from .conftest import ASYNC_MAX_SIZE, GEVENT, PeakSampler, run_concurrently, server_connections, wait_for
 
 pytestmark = [
     pytest.mark.anyio,
@@ -56,7 +57,26 @@ async def test_aconnection_transaction_rolls_back_on_error():
         assert await cursor.fetchone() == (0,)
 
 
-async def test_async_pool_cap_holds_with_10x_more_tasks():
+@pytest.fixture
+def refused():
+    """The connection attempts the server refuses: "asyncapp" connects as a role whose CONNECTION
+    LIMIT is its max_size, so a pool past the cap, even briefly, is refused and psycopg_pool logs it.
+    Only the messages are kept: a log record would keep its exception, and through its traceback
+    a connection attempt that a loop's end cancelled, open."""
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "too many connections" in record.getMessage():
+                messages.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    logging.getLogger("psycopg.pool").addHandler(handler)
+    yield messages
+    logging.getLogger("psycopg.pool").removeHandler(handler)
+
+
+async def test_async_pool_cap_holds_with_10x_more_tasks(refused):
     app = settings.DATABASES["asyncapp"]["OPTIONS"]["application_name"]
 
     async def task():
@@ -64,8 +84,63 @@ async def test_async_pool_cap_holds_with_10x_more_tasks():
             await aconn.execute("SELECT pg_sleep(0.05)")
 
     with PeakSampler(app) as sampler:
-        await asyncio.gather(*(task() for _ in range(30)))
-    assert sampler.peak == 3
+        await asyncio.gather(*(task() for _ in range(10 * ASYNC_MAX_SIZE)))
+    assert sampler.peak == ASYNC_MAX_SIZE
+    assert refused == []
+
+
+def test_the_async_pools_of_every_event_loop_share_max_size(refused):
+    """asgiref's async_to_sync outside a running loop makes a new loop per call, each with a pool."""
+    app = settings.DATABASES["asyncapp"]["OPTIONS"]["application_name"]
+
+    async def request():
+        async def task():
+            async with hybridpool.aconnection("asyncapp") as aconn:
+                await aconn.execute("SELECT pg_sleep(0.05)")
+
+        await asyncio.gather(*(task() for _ in range(ASYNC_MAX_SIZE)))
+
+    with PeakSampler(app) as sampler:
+        outcomes = run_concurrently(lambda i: async_to_sync(request)(), 8)
+    assert outcomes == [None] * 8
+    assert sampler.peak == ASYNC_MAX_SIZE  # not 8 x max_size
+    assert refused == []
+    assert wait_for(lambda: server_connections(app) == 0)  # each loop's pool closed as its loop ended
+
+
+def test_loops_that_live_on_hand_their_idle_connections_to_those_that_wait(refused):
+    app = settings.DATABASES["asyncapp"]["OPTIONS"]["application_name"]
+
+    async def rounds():
+        async def task():
+            async with hybridpool.aconnection("asyncapp", timeout=10) as aconn:
+                await aconn.execute("SELECT pg_sleep(0.02)")
+
+        for _ in range(5):
+            await asyncio.gather(*(task() for _ in range(ASYNC_MAX_SIZE)))
+            await asyncio.sleep(0.01)  # the loop lives on, its pool idle
+
+    with PeakSampler(app) as sampler:
+        outcomes = run_concurrently(lambda i: asyncio.run(rounds()), 4)
+    assert outcomes == [None] * 4
+    assert sampler.peak <= ASYNC_MAX_SIZE
+    assert refused == []
+
+
+def test_a_loop_closed_without_closing_its_pool_gives_its_connections_back():
+    app = settings.DATABASES["asyncapp"]["OPTIONS"]["application_name"]
+
+    async def hold_all():
+        held = [await (await hybridpool.aget_pool("asyncapp")).getconn() for _ in range(ASYNC_MAX_SIZE)]
+        for conn in held:
+            await (await hybridpool.aget_pool("asyncapp")).putconn(conn)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(hold_all())
+    loop.close()  # its tasks never cancelled: the pool's guardian never ran
+    assert server_connections(app) == ASYNC_MAX_SIZE
+    asyncio.run(hold_all())  # another loop gets every unit of the budget: the closed loop's were freed
+    assert wait_for(lambda: server_connections(app) == 0)
 
 
 @pytest.mark.timing

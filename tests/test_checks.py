@@ -53,4 +53,18 @@ def test_capacity_check_compares_all_workers_pools_with_max_connections(monkeypa
     monkeypatch.setenv("WEB_CONCURRENCY", "1000")
     (warning,) = check_server_capacity(databases=["default"])
     assert warning.id == "hybridpool.W002"
-    assert warning.msg.startswith("DATABASES['default']: max_size=4 x 1000 worker processes (WEB_CONCURRENCY) = 4000")
+    assert warning.msg.startswith(
+        "DATABASES['default']: max_size=4 x 2 pools per process x 1000 worker processes (WEB_CONCURRENCY) = 8000")
+
+
+def test_capacity_check_counts_both_pools_of_a_process(monkeypatch):
+    from django.db import connections
+
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int")
+        (available,) = cursor.fetchone()
+    connections["default"].close()
+    workers = available // 4  # max_size=4: one pool per worker would fit, two do not
+    monkeypatch.setenv("WEB_CONCURRENCY", str(workers))
+    (warning,) = check_server_capacity(databases=["default"])
+    assert f"= {8 * workers} connections" in warning.msg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import threading
 import time
 
@@ -275,13 +276,17 @@ def test_a_shared_connection_opened_by_another_thread_stays_with_its_owner():
         wrapper.close()
 
 
-def test_a_shared_connection_outlives_the_thread_that_made_it():
+@pytest.mark.parametrize("shared_first", [True, False], ids=["shared-then-opened", "opened-then-shared"])
+def test_a_shared_connection_outlives_the_thread_that_made_it(shared_first):
     made = {}
 
     def runner():  # as Django's ThreadTests: a wrapper of this thread, shared, used here, closed by another
         wrapper = connections["default"]
-        wrapper.inc_thread_sharing()
+        if shared_first:
+            wrapper.inc_thread_sharing()
         wrapper.ensure_connection()
+        if not shared_first:  # the wrapper, not this thread, borrows it from now on
+            wrapper.inc_thread_sharing()
         made["wrapper"] = wrapper
 
     thread = threading.Thread(target=runner)
@@ -294,3 +299,20 @@ def test_a_shared_connection_outlives_the_thread_that_made_it():
         wrapper.close()
         wrapper.dec_thread_sharing()
     assert in_use() == 0
+
+
+def test_a_wrapper_dropped_in_a_transaction_gives_its_connection_back_rolled_back():
+    item = Item.objects.create(name="locked")
+    connection.close()
+    dropped = connections.create_connection("default")  # a wrapper that code forgets, never closed
+    dropped.set_autocommit(False)
+    with dropped.cursor() as cursor:
+        cursor.execute("UPDATE testapp_item SET name = 'changed' WHERE id = %s", [item.pk])  # a row lock
+    assert in_use() == 1
+    del dropped, cursor
+    gc.collect()  # a wrapper is a reference cycle: collected by the cycle collector
+    # Taken back at the next maintenance pass, rolled back: the lock is gone, the update undone.
+    assert wait_for(lambda: in_use() == 0, timeout=5)
+    with transaction.atomic():
+        Item.objects.select_for_update(nowait=True).filter(pk=item.pk).update(name="free")
+    assert Item.objects.get(pk=item.pk).name == "free"

@@ -8,7 +8,7 @@ in ``INSTALLED_APPS`` (so that ``manage.py check`` sees them before any database
 | ``hybridpool.E001`` | ``CONN_MAX_AGE`` is not 0 |
 | ``hybridpool.E002`` | a pool setting is wrong |
 | ``hybridpool.W001`` | a gevent deployment in which psycopg would block the hub |
-| ``hybridpool.W002`` | ``max_size`` x workers exceeds the server's ``max_connections`` (``check --database``) |
+| ``hybridpool.W002`` | ``max_size`` x pools x workers exceeds the server's ``max_connections`` (``check --database``) |
 | ``hybridpool.W003`` | ``ATOMIC_REQUESTS`` holds a pooled connection for every whole request |
 """
 
@@ -29,6 +29,11 @@ ENGINES = ("hybridpool.backends.postgresql", "hybridpool.backends.postgis")
 
 #: The environment variable gunicorn and uvicorn read their worker count from.
 WORKERS_VARIABLE = "WEB_CONCURRENCY"
+
+#: The pools a process can hold per alias, each up to ``max_size`` connections: the ORM's (the
+#: green or the psycopg_pool driver), and the event loops' pools for ``aconnection()``, which
+#: share one ``max_size`` however many loops the process runs.
+POOLS_PER_PROCESS = 2
 
 
 def _pooled_databases(aliases: Any = None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -92,13 +97,15 @@ def check_server_capacity(app_configs: Any = None, databases: Any = None, **kwar
                            " current_setting('superuser_reserved_connections')::int")
             max_connections, reserved = cursor.fetchone()
         connections[alias].close()
-        if config.max_size * workers > max_connections - reserved:
+        most = config.max_size * POOLS_PER_PROCESS * workers
+        if most > max_connections - reserved:
             messages.append(checks.Warning(
-                f"DATABASES[{alias!r}]: max_size={config.max_size} x {workers} worker processes"
-                f" ({WORKERS_VARIABLE}) = {config.max_size * workers} connections, more than the server's"
+                f"DATABASES[{alias!r}]: max_size={config.max_size} x {POOLS_PER_PROCESS} pools per process x"
+                f" {workers} worker processes ({WORKERS_VARIABLE}) = {most} connections, more than the server's"
                 f" max_connections={max_connections} less {reserved} reserved",
-                hint="Lower max_size or the workers, or raise max_connections. An ASGI worker has two pools"
-                     " per alias (the ORM's and the event loop's), each up to max_size.",
+                hint="Lower max_size or the workers, or raise max_connections. A process has two pools per"
+                     " alias, each up to max_size: the ORM's, and the one its event loops share for"
+                     " hybridpool.aconnection().",
                 id="hybridpool.W002",
             ))
     return messages

@@ -49,13 +49,22 @@ def has_ended(borrower: weakref.ref[Any]) -> bool:
 
 @dataclass(slots=True)
 class Lease:
-    """One lent connection: its borrower, when it was lent, and (with ``leak_timeout``) where."""
+    """One lent connection: its borrower, when it was lent, and (with ``leak_timeout``) where.
+
+    ``holder``, if set, is the object through which the borrower holds the connection (a Django
+    connection wrapper): the connection is a stray once either is gone.
+    """
 
     conn: Any
     borrower: weakref.ref[Any]
     lent_at: float
     stack: list[str] | None = None
     reported: bool = field(default=False)
+    holder: weakref.ref[Any] | None = None
+
+    def ended(self) -> bool:
+        """True if the borrower has ended, or the holder is gone."""
+        return has_ended(self.borrower) or (self.holder is not None and self.holder() is None)
 
 
 class _Sentinel:
@@ -111,16 +120,19 @@ class Leases:
         if any(lease.borrower is borrower for lease in list(self._leases.values())):
             self._wake()  # type: ignore[misc]
 
-    def assign(self, conn: Any, borrower: weakref.ref[Any]) -> None:
-        """Make ``borrower`` the holder of lent ``conn``: the connection is a stray only when it ends.
+    def assign(self, conn: Any, borrower: weakref.ref[Any], holder: weakref.ref[Any] | None = None) -> None:
+        """Make ``borrower`` the borrower of lent ``conn``, held through ``holder``: the connection
+        is a stray only when the borrower ends or the holder is gone.
 
         Django's connection of a greenlet or thread may be opened by another one it is shared
-        with (``inc_thread_sharing()``); the holder is the wrapper's owner, not the one that
-        happened to connect.
+        with (``inc_thread_sharing()``); the borrower is the wrapper's owner, not the one that
+        happened to connect, and the holder the wrapper: a wrapper dropped with its connection
+        (collected) gives it back, rolled back, as the stock backend's connection is closed then.
         """
         with self._lock:
             if (lease := self._leases.get(id(conn))) is not None:
                 lease.borrower = borrower
+                lease.holder = holder
 
     def end(self, conn: Any) -> Lease | None:
         """Record that ``conn`` came back; return its lease (None if it was not lent)."""
@@ -129,7 +141,7 @@ class Leases:
     def pop_strays(self) -> list[Lease]:
         """Remove and return the leases whose borrower has ended."""
         with self._lock:
-            strays = [lease for lease in list(self._leases.values()) if has_ended(lease.borrower)]
+            strays = [lease for lease in list(self._leases.values()) if lease.ended()]
             # Only what is still there: a lease ended meanwhile (end() takes no lock) is not
             # given back twice.
             return [lease for lease in strays if self._leases.pop(id(lease.conn), None) is lease]

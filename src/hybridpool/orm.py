@@ -20,6 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from . import registry
 from .asgi import LoopPool
+from .asgi.budget import budgeted
 from .backends.postgresql.base import DatabaseWrapperMixin
 from .pool import Pool
 
@@ -83,15 +84,24 @@ def close_connection(func: F) -> F:
 
 
 async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool:
-    """Return the running event loop's async pool for database ``alias``, opening it if new."""
+    """Return the running event loop's async pool for database ``alias``, opening it if new.
+
+    The async pools of an alias share its ``max_size`` in the process, whatever the loops; the
+    pool of a loop an ASGI application serves keeps ``min_size`` connections, another loop's
+    (``asyncio.run``, ``async_to_sync``) opens them on demand, and each is closed when its loop ends.
+    """
     wrapper = _wrapper(alias)
 
-    def make_pool() -> LoopPool:
+    def make_pool(keeps_min_size: bool) -> LoopPool:
         kwargs = wrapper.pool_connection_params()
         # Django's cursor class is synchronous: pick the async one of the same binding.
         server_side = wrapper.settings_dict["OPTIONS"].get("server_side_binding") is True
         kwargs["cursor_factory"] = psycopg.AsyncCursor if server_side else psycopg.AsyncClientCursor
-        return LoopPool(kwargs=kwargs, config=dataclasses.replace(wrapper.pool_config, name=f"{alias} (async)"))
+        config = wrapper.pool_config
+        config = dataclasses.replace(config, name=f"{alias} (async)",
+                                     min_size=config.min_size if keeps_min_size else 0)
+        shared = budgeted(registry.budget(alias, config.max_size), timeout=config.timeout)
+        return LoopPool(kwargs=kwargs, config=config, connection_class=shared)
 
     return await registry.aget_or_create(alias, make_pool)
 

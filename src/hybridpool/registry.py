@@ -1,10 +1,17 @@
 """One pool per (alias, driver) in this process, and one async pool per (alias, event loop).
 
+The async pools of an alias share one ``max_size`` in the process, whatever the loops
+(:class:`~hybridpool.asgi.budget.ConnectionBudget`), and the pool of a loop is closed in it when
+the loop ends. A loop that an ASGI application serves (:func:`serving`) keeps ``min_size``
+connections open; any other loop (``asyncio.run``, asgiref's ``async_to_sync`` outside a running
+loop, a test's) opens them on demand only.
+
 After ``fork()`` the child forgets its parent's pools without touching their connections (they
 belong to the parent: closing them would end the parent's sessions), so it builds its own on first
 use. At interpreter exit the pools of this process are closed, so the server sees a proper
 terminate message for each connection; :func:`aclose_all` does it at an ASGI server's shutdown
-(:mod:`hybridpool.asgi.lifespan`), since uvicorn ends its process by a signal that skips ``atexit``.
+(:mod:`hybridpool.asgi.lifespan`), and :mod:`hybridpool.exit_guard` when the server ends its
+process by re-raising SIGTERM, which skips ``atexit``.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 
+from . import exit_guard
 from .asgi import LoopPool
+from .asgi.budget import ConnectionBudget
 from .pool import Pool
 
 logger = logging.getLogger("hybridpool")
@@ -25,6 +35,8 @@ logger = logging.getLogger("hybridpool")
 _lock = threading.Lock()
 _pools: dict[tuple[str, str], Pool] = {}
 _loop_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, LoopPool]] = weakref.WeakKeyDictionary()
+_budgets: dict[str, ConnectionBudget] = {}
+_serving: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def get_or_create(alias: str, driver: str, factory: Callable[[], Pool]) -> Pool:
@@ -39,52 +51,101 @@ def get_or_create(alias: str, driver: str, factory: Callable[[], Pool]) -> Pool:
             pool = factory()
             pool.open()
             _pools[alias, driver] = pool
+    exit_guard.install_soon(close_all)
     return pool
 
 
-async def aget_or_create(alias: str, factory: Callable[[], LoopPool]) -> LoopPool:
-    """Return the running loop's open async pool for ``alias``, built by ``factory`` if new."""
-    pools = _loop_pools.setdefault(asyncio.get_running_loop(), {})
+def serving(loop: asyncio.AbstractEventLoop) -> None:
+    """Say that ``loop`` serves an ASGI application for as long as the process does: its async
+    pools keep ``min_size`` connections open."""
+    _serving.add(loop)
+
+
+def budget(alias: str, max_size: int) -> ConnectionBudget:
+    """The ``max_size`` that the async pools of ``alias`` share in this process."""
+    with _lock:
+        found = _budgets.get(alias)
+        if found is None or found.limit != max_size:
+            found = _budgets[alias] = ConnectionBudget(max_size, alias)
+        return found
+
+
+async def aget_or_create(alias: str, factory: Callable[[bool], LoopPool]) -> LoopPool:
+    """Return the running loop's open async pool for ``alias``; if new, built by
+    ``factory(keeps_min_size)``, whose argument says whether the loop is one an ASGI application
+    serves (:func:`serving`), and closed in the loop when the loop ends."""
+    loop = asyncio.get_running_loop()
+    pools = _loop_pools.setdefault(loop, {})
     pool = pools.get(alias)
     if pool is None:
-        pool = pools[alias] = factory()
-        _keep_alive.add(asyncio.get_running_loop().create_task(_close_at_loop_shutdown(pool)))
+        _forget_ended_loops()
+        pool = pools[alias] = factory(loop in _serving)
+        _keep_alive.add(loop.create_task(_close_at_loop_shutdown(pools, alias, pool)))
+        exit_guard.install_soon(close_all)
     if pool.closed:
         await pool.open()
     return pool
 
 
-_keep_alive: set[asyncio.Task[None]] = set()
+_keep_alive: set[asyncio.Task[None] | Future[None]] = set()
 
 
-async def _close_at_loop_shutdown(pool: LoopPool) -> None:
-    """Wait until the loop cancels its tasks (``asyncio.run`` ending, uvicorn stopping), then
-    close ``pool`` in it. An async pool must be closed in its own loop: left open, psycopg_pool
-    takes the cancellation of a connection attempt for a failed connect and retries it, which
-    keeps the ending loop alive for up to ``reconnect_timeout``."""
+async def _close_at_loop_shutdown(pools: dict[str, LoopPool], alias: str, pool: LoopPool) -> None:
+    """Wait until the loop cancels its tasks (``asyncio.run`` and asgiref's ``async_to_sync``
+    ending, uvicorn stopping), then close ``pool`` (:meth:`LoopPool.close_now`): left open,
+    psycopg_pool would take the cancellation of a connection attempt for a failed connect and
+    retry it, keeping the ending loop alive for up to ``reconnect_timeout``."""
     try:
         await asyncio.get_running_loop().create_future()
-    except asyncio.CancelledError:
-        await pool.close()
-        raise
     finally:
+        pool.close_now()
+        if pools.get(alias) is pool:
+            del pools[alias]
         _keep_alive.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+
+def _forget_ended_loops() -> None:
+    """Drop the pools of loops closed without cancelling their tasks (so without closing their
+    pools): their connections are closed with libpq, and their share of the budget freed."""
+    for loop in [loop for loop in list(_loop_pools.keys()) if loop.is_closed()]:
+        for pool in _loop_pools.pop(loop, {}).values():
+            pool.close_now()
+
+
+def _close_loop_pool(loop: asyncio.AbstractEventLoop, pool: LoopPool) -> None:
+    """Close ``pool`` in its own ``loop``, from any thread, without waiting on a running loop."""
+    if loop.is_closed():
+        pool.close_now()
+    elif not loop.is_running():
+        loop.run_until_complete(pool.close())
+    elif _running_loop() is loop:
+        _keep_alive.add(task := loop.create_task(pool.close()))
+        task.add_done_callback(_keep_alive.discard)
+    else:
+        _keep_alive.add(future := asyncio.run_coroutine_threadsafe(pool.close(), loop))
+        future.add_done_callback(_keep_alive.discard)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def close_all(alias: str | None = None) -> None:
     """Close this process's pools (of ``alias`` only, if given); the next use builds new ones.
 
-    Async pools are closed too when their loop is not running (at exit, after ``asyncio.run``);
-    inside a running loop use ``await pool.close()``.
+    An async pool is closed in its own loop: at once if the loop is not running (at exit, after
+    ``asyncio.run``), else as a task of that loop; inside a running loop, ``await pool.close()``
+    closes one before going on.
     """
     with _lock:
         for key in [key for key in _pools if alias in (None, key[0])]:
             _pools.pop(key).close()
     for loop, loop_pools in list(_loop_pools.items()):
         for name in [name for name in loop_pools if alias in (None, name)]:
-            pool = loop_pools.pop(name)
-            if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(pool.close())
+            _close_loop_pool(loop, loop_pools.pop(name))
 
 
 async def aclose_all() -> None:
@@ -96,10 +157,12 @@ async def aclose_all() -> None:
 
 
 def _forget_after_fork() -> None:
-    global _lock, _pools, _loop_pools
+    global _lock, _pools, _loop_pools, _budgets, _serving
     _lock = threading.Lock()
     _pools = {}
     _loop_pools = weakref.WeakKeyDictionary()
+    _budgets = {}
+    _serving = weakref.WeakSet()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

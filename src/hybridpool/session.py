@@ -129,44 +129,65 @@ def make_aconfigure(configure: Callable[..., Any] | None) -> Callable[[psycopg.A
     return configure_connection
 
 
+#: What a returned connection needs, by its transaction status (:func:`on_return`).
+REUSE, ROLLBACK, CANCEL, CLOSE = "reuse", "rollback", "cancel", "close"
+
+
+def on_return(status: int) -> str:
+    """Decide what a returned connection needs before it can be reset and reused, from its
+    ``pgconn.transaction_status``: :data:`REUSE` (idle), :data:`ROLLBACK` (an open or failed
+    transaction), :data:`CANCEL` then close (in the middle of a query), :data:`CLOSE` (broken).
+    psycopg_pool decides the same in ``_reset_connection``."""
+    if status == TransactionStatus.IDLE:
+        return REUSE
+    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        return ROLLBACK
+    return CANCEL if status == TransactionStatus.ACTIVE else CLOSE
+
+
 def clean_returned(conn: psycopg.Connection[Any], reset: Callable[[psycopg.Connection[Any]], None]) -> bool:
-    """Bring a returned connection back to the idle state and reset it (:func:`make_reset`'s
-    ``reset``); False if it must be closed instead: broken, in the middle of a query (cancelled
-    first), or its rollback or reset failed.
+    """Bring a returned connection back to the idle state (:func:`on_return`) and reset it
+    (:func:`make_reset`'s ``reset``); False if it must be closed instead: broken, in the middle of
+    a query (cancelled first), or its rollback or reset failed.
 
     Any other exception, an interruption above all (``gevent.Timeout``, ``GreenletExit``,
     ``KeyboardInterrupt``), leaves the connection in an unknown state: the caller closes it.
     """
-    if not rollback_or_refuse(conn):
+    action = on_return(conn.pgconn.transaction_status)
+    if action == CANCEL:
+        logger.warning("connection returned in the middle of a query, closing it: %s", conn)
+        cancel_query(conn)
+    if action in (CANCEL, CLOSE):
         return False
     try:
+        if action == ROLLBACK:
+            conn.rollback()
         reset(conn)
     except psycopg.Error as ex:
-        logger.warning("error resetting a returned connection, closing it: %s", ex)
+        logger.warning("error cleaning a returned connection, closing it: %s", ex)
         return False
     return True
 
 
-def rollback_or_refuse(conn: psycopg.Connection[Any]) -> bool:
-    """Bring a returned connection to the idle state; False if it must be closed instead.
-
-    An open or failed transaction is rolled back; a connection in the middle of a query, closed or
-    broken is refused. psycopg_pool does the same in ``_reset_connection``.
-    """
-    status = conn.pgconn.transaction_status
-    if status == TransactionStatus.IDLE:
-        return True
-    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-        try:
-            conn.rollback()
-        except psycopg.Error as ex:
-            logger.warning("rollback of a returned connection failed, closing it: %s", ex)
-            return False
-        return True
-    if status == TransactionStatus.ACTIVE:
+async def aclean_returned(conn: psycopg.AsyncConnection[Any], reset: Callable[[psycopg.AsyncConnection[Any]], Any]) -> bool:
+    """The async twin of :func:`clean_returned` (``reset``: :func:`make_areset`'s)."""
+    action = on_return(conn.pgconn.transaction_status)
+    if action == CANCEL:
         logger.warning("connection returned in the middle of a query, closing it: %s", conn)
-        cancel_query(conn)
-    return False
+        try:
+            await conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+        except (psycopg.Error, OSError) as ex:
+            logger.warning("cancelling the query of a returned connection failed: %s", ex)
+    if action in (CANCEL, CLOSE):
+        return False
+    try:
+        if action == ROLLBACK:
+            await conn.rollback()
+        await reset(conn)
+    except psycopg.Error as ex:
+        logger.warning("error cleaning a returned connection, closing it: %s", ex)
+        return False
+    return True
 
 
 #: Longest wait for the server to accept the cancellation of an abandoned query (s).

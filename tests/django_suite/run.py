@@ -21,12 +21,17 @@ backend is run patched too, so that what patching alone breaks (the async tests:
 ``sync_to_async`` "thread" is a greenlet on the event loop's OS thread, so Django raises
 ``SynchronousOnlyOperation``) is not taken for a hybridpool regression; it is listed on its own.
 
+Every process that runs tests has a watchdog (``recorder.py``): a test, or a class's set-up or
+tear-down, still running after ``--test-timeout`` seconds ends the run, with ``HUNG in <test id>``
+and every stack in the log; the run is then reported as "hung in <test id>". ``--timeout`` bounds
+each configuration's whole run.
+
 Prints Django's summary line per configuration, then the regressions: tests that fail or error
 with hybridpool and pass with the stock backend under the same runner (:meth:`Run.regressions`).
-Exits 1 if there are any (beyond :data:`EXPECTED`), or if a hybridpool run aborted, timed out or
-could not drop its test databases; 2 if a stock reference run produced no results.
+Exits 1 if there are any (beyond :data:`EXPECTED`), or if a hybridpool run aborted, hung, timed out
+or could not drop its test databases; 2 if a stock reference run produced no results.
 
-Usage: ``.venv/bin/python tests/django_suite/run.py [--parallel N] [--timeout S] [label ...]``
+Usage: ``.venv/bin/python tests/django_suite/run.py [--parallel N] [--timeout S] [--test-timeout S] [label ...]``
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ MODULES = (
     " get_or_create update delete bulk_create aggregation expressions test_utils handlers"
     " requests_tests postgres_tests"
     " timezones servers multiple_database cache sessions_tests migrations schema introspection"
-    " db_functions db_utils fixtures inspectdb raw_query prefetch_related lookup"
+    " db_functions db_utils fixtures fixtures_regress fixtures_model_package inspectdb raw_query"
+    " prefetch_related lookup"
     " constraints indexes composite_pk expressions_window check_framework asgi test_client signals"
     " dbshell"
 ).split()
@@ -90,15 +96,16 @@ EXPECTED: dict[str, str] = {
     "backends.base.test_base.ConnectionHealthChecksTests.test_health_checks_disabled": _PERSISTENT,
     "backends.base.test_base.ConnectionHealthChecksTests.test_health_checks_enabled_errors_occurred": _PERSISTENT,
     "backends.postgresql.tests.Tests.test_pooling_health_checks": (
-        "asserts that psycopg_pool's private pool._check is None when CONN_HEALTH_CHECKS is False;"
-        " hybridpool checks a connection idle for 1 s or whose socket has data pending whatever"
-        " CONN_HEALTH_CHECKS says: that check is what keeps a terminated connection from being"
-        " lent (DESIGN.md invariant 3)"),
+        "asserts psycopg_pool's private pool._check: None when CONN_HEALTH_CHECKS is False, set"
+        " when it is True. hybridpool's pools check what they lend in their own getconn (so that a"
+        " broken connection is replaced at once, not after psycopg_pool's backoff), whatever"
+        " CONN_HEALTH_CHECKS says: a connection idle for 1 s or whose socket has data pending; that"
+        " check keeps a terminated connection from being lent (DESIGN.md invariant 3)"),
 }
 
 STOCK = "django.db.backends.postgresql"
 HYBRIDPOOL = "hybridpool.backends.postgresql"
-BAD = ("FAIL", "ERROR", "unexpected success")
+BAD = ("FAIL", "ERROR", "unexpected success", "hung")  #: as recorder.BAD
 
 
 @dataclass(frozen=True)
@@ -200,7 +207,7 @@ def test_database(config: Config, alias: str) -> str:
     return f"djsuite_{config.name.replace('-', '_')}_{alias}"
 
 
-def write_settings(config: Config, url: str, template: str | None, results: Path) -> str:
+def write_settings(config: Config, url: str, template: str | None, results: Path, test_timeout: float) -> str:
     """Write the settings module of ``config``; return its name."""
     databases = {}
     for alias in ("default", "other"):
@@ -220,12 +227,13 @@ def write_settings(config: Config, url: str, template: str | None, results: Path
         "USE_TZ = False\n"
         'TEST_RUNNER = "recorder.RecordingRunner"\n'
         f"DJANGO_SUITE_RESULTS = {str(results)!r}\n"
+        f"DJANGO_SUITE_TEST_TIMEOUT = {test_timeout!r}  # recorder.py's watchdog (0: off)\n"
     )
     return module
 
 
 def run(config: Config, tests: Path, url: str, template: str | None, parallel: int, labels: list[str],
-        timeout: float) -> Run:
+        timeout: float, test_timeout: float) -> Run:
     """Run runtests.py in ``config``; its output goes to ``.cache/django_suite/logs/<name>.log``."""
     result = Run(config, 1 if config.gevent else parallel)
     results = CACHE / "results" / f"{config.name}.json"
@@ -233,7 +241,7 @@ def run(config: Config, tests: Path, url: str, template: str | None, parallel: i
     for path in (results, log):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
-    module = write_settings(config, url, template, results)
+    module = write_settings(config, url, template, results, test_timeout)
     command = [sys.executable, *(["-m", "gevent.monkey"] if config.gevent else []), "runtests.py",
                f"--settings={module}", "--noinput", "--verbosity=2", f"--parallel={result.parallel}", *labels]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CACHE / "settings"), str(HERE),
@@ -250,17 +258,30 @@ def run(config: Config, tests: Path, url: str, template: str | None, parallel: i
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             result.problem = f"timed out after {timeout:.0f} s"
+    try:  # what outlived it, e.g. the workers of a main process killed by a worker's watchdog
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     result.seconds = time.monotonic() - started
     drop_test_databases(config, url, result.parallel)
     text = log.read_text(errors="replace").splitlines()
     for i, line in enumerate(text):
         if re.match(r"Ran \d+ tests? in ", line):
             result.summary = [line, *[next_line for next_line in text[i + 1:i + 3] if next_line.strip()][:1]]
-    if results.exists():
-        data = json.loads(results.read_text())
-        result.outcomes, result.tracebacks = data.get("outcomes", {}), data.get("tracebacks", {})
-        if "teardown_error" in data:
-            result.problem = f"dropping the test databases failed: {first_line(data['teardown_error'])}"
+    data = json.loads(results.read_text()) if results.exists() else {}
+    result.outcomes, result.tracebacks = data.get("outcomes", {}), data.get("tracebacks", {})
+    if "teardown_error" in data:
+        result.problem = f"dropping the test databases failed: {first_line(data['teardown_error'])}"
+    # recorder.py's watchdog: the results file names what hung, and so does the log (in case the
+    # file could not be written).
+    hung = dict.fromkeys([*data.get("hung", []), *(m.group(1) for line in text
+                                                    if (m := re.match(r"HUNG in (.+?): still running", line)))])
+    for label in hung:
+        result.outcomes[label] = "hung"
+        result.tracebacks[label] = (f"hung: still running after {test_timeout:.0f} s; the stacks are in"
+                                    f" .cache/django_suite/logs/{config.name}.log")
+    if hung:
+        result.problem = f"hung in {', '.join(hung)} (no progress for {test_timeout:.0f} s; stacks in the log)"
     if not result.outcomes and result.problem is None:
         reasons = [line for line in text if line.startswith("Got an error")]
         reasons = reasons or [line for line in text if line.strip()][-1:]
@@ -343,13 +364,17 @@ def main() -> int:
     parser.add_argument("labels", nargs="*", default=MODULES, help="Django test labels (default: MODULES)")
     parser.add_argument("--parallel", type=int, default=2, help="runtests.py --parallel for unpatched runs")
     parser.add_argument("--timeout", type=float, default=360, help="seconds allowed per configuration")
+    parser.add_argument("--test-timeout", type=float, default=120,
+                        help="seconds a test, or a class's set-up or tear-down, may run before the watchdog"
+                             " ends the run as hung (0: no watchdog)")
     args = parser.parse_args()
     tests = django_tests()
     install_requirements(tests)
     with embedded.server_url() as url:
         labels, template = prepare_server(url, args.labels)
         try:
-            runs = {config.name: run(config, tests, url, template, args.parallel, labels, args.timeout)
+            runs = {config.name: run(config, tests, url, template, args.parallel, labels, args.timeout,
+                                     args.test_timeout)
                     for config in CONFIGS}
         finally:
             embedded.drop_database(url, TEMPLATE)

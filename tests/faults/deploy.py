@@ -24,10 +24,10 @@ BIN = Path(sys.executable).parent
 COMMANDS = {
     "gevent": [str(BIN / "gunicorn"), "-c", str(PROJECT / "gunicorn.conf.py"), "tests.faults.project.wsgi"],
     "asgi": [str(BIN / "uvicorn"), "tests.faults.project.asgi:application", "--host", "127.0.0.1",
-             "--port", "{port}", "--workers", "1", "--no-access-log", "--lifespan", "on"],
+             "--port", "{port}", "--workers", "{workers}", "--no-access-log", "--lifespan", "on"],
     # Django's own asgi.py, and uvicorn's default --lifespan auto (which Django's handler refuses).
     "asgi-django": [str(BIN / "uvicorn"), "tests.faults.project.django_asgi:application", "--host", "127.0.0.1",
-                    "--port", "{port}", "--workers", "1", "--no-access-log"],
+                    "--port", "{port}", "--workers", "{workers}", "--no-access-log"],
 }
 KINDS = list(COMMANDS)
 #: Longest a request of :func:`hammer` may take (s).
@@ -55,7 +55,8 @@ def deployment(kind: str, conninfo: str, role: str, **settings: Any) -> Iterator
         **{f"FAULTS_{key.upper()}": str(int(value) if isinstance(value, bool) else value)
            for key, value in settings.items()},
     }
-    with serving(COMMANDS[kind], ROOT, env, port) as server:
+    command = [part.replace("{workers}", str(settings.get("workers", 1))) for part in COMMANDS[kind]]
+    with serving(command, ROOT, env, port) as server:
         server.app = app
         yield server
 

@@ -10,6 +10,7 @@ the shared check and reset (:mod:`hybridpool.session`) and words the errors like
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
+from psycopg_pool.pool_async import StopWorker
 
 from .. import pool as base
 from .. import process, session
@@ -41,16 +43,17 @@ def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchr
     sleeps 1 s, then 2 s, ... after each broken connection it finds: after a server restart, a
     caller meeting a few dead connections in a row would wait out its timeout.
 
-    :class:`ThreadPool` gets no ``reset`` callback: it resets in :meth:`ThreadPool.putconn`, in the
-    returning thread, as the green driver does. Given one, psycopg_pool would hand every return to
-    a worker thread, and the next checkout of that connection would wait for the hand-over.
+    No ``reset`` callback either: both pools reset in ``putconn``, in the returning thread or task,
+    as the green driver does. Given one, psycopg_pool would hand every return to a worker: the next
+    checkout of that connection would wait for the hand-over, and an event loop ending (each
+    ``async_to_sync`` call's, ``asyncio.run``'s) would drop the returns still queued, leaving their
+    connections open but in no pool.
     """
     configure = session.make_aconfigure if asynchronous else session.make_configure
     return {
         "kwargs": {**(kwargs or {}), "autocommit": True},
         "name": config.name,
         "configure": configure(config.configure),
-        "reset": session.make_areset(config.reset) if asynchronous else None,
         "reconnect_failed": config.reconnect_failed,
         "num_workers": config.num_workers,
         "close_returns": True,
@@ -238,11 +241,43 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
     """
 
     def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
-                 config: PoolConfig | None = None) -> None:
+                 config: PoolConfig | None = None,
+                 connection_class: type[psycopg.AsyncConnection[Any]] = psycopg.AsyncConnection) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
         self._check_lent = session.make_check(self.config.check, asynchronous=True)
-        super().__init__(conninfo, open=False, **pool_arguments(self.config, kwargs, asynchronous=True))
+        self._reset_returned = session.make_areset(self.config.reset)
+        super().__init__(conninfo, open=False, connection_class=connection_class,
+                         **pool_arguments(self.config, kwargs, asynchronous=True))
+
+    async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool in the running loop, which it serves (psycopg_pool's ``open``)."""
+        self._loop = asyncio.get_running_loop()
+        self._closing: set[asyncio.Task[None]] = set()
+        budget = getattr(self.connection_class, "budget", None)
+        if budget is not None:
+            budget.hold(self)
+        await super().open(wait, timeout)
+
+    def shed_soon(self) -> None:
+        """Ask the pool, from any thread, to close one idle connection (its loop does it): a
+        caller in another loop waits for a unit of the budget they share."""
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._shed_one)
+            except RuntimeError:  # closed meanwhile
+                pass
+
+    def _shed_one(self) -> None:
+        """Close the longest idle connection, if any (psycopg_pool's private state, 3.2-3.3)."""
+        if self._closed or not self._pool:
+            return
+        conn = self._pool.popleft()
+        self._nconns -= 1
+        self._nconns_min = min(self._nconns_min, len(self._pool))
+        self._closing.add(task := self._loop.create_task(conn.close()))
+        task.add_done_callback(self._closing.discard)
 
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
         """Take a connection; see :meth:`hybridpool.AsyncPool.getconn` and :meth:`ThreadPool.getconn`."""
@@ -267,17 +302,51 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
             return conn
 
     async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        conn.pgconn.finish()
-        await self._putconn(conn, from_getconn=True)
+        """Close a connection taken and not lent; psycopg_pool frees its slot and opens another."""
         conn._pool = None
+        await conn.close()  # not awaiting anything: a closed connection's close() does no I/O
+        await self._putconn(conn, from_getconn=True)  # counted in connections_lost
+
+    def close_now(self) -> None:
+        """Close the pool and its idle connections at once, without awaiting, for a pool whose
+        event loop is ending or ended: psycopg_pool's ``close()`` awaits its worker tasks, which
+        the ending loop has cancelled, and raises before it closes any connection; and a worker
+        cancelled in the middle of a task takes the cancellation for the task's failure and waits
+        for the next one, which would keep the loop from ending: it is sent a stop. Lent
+        connections are closed when returned. Uses psycopg_pool's private state (3.2-3.3)."""
+        self._closed = True
+        try:
+            for _ in self._workers:
+                self.run_task(StopWorker(self))
+        except RuntimeError:  # the loop is closed: its workers never run again
+            pass
+        while self._pool:
+            conn = self._pool.popleft()
+            close_now = getattr(conn, "close_now", None)
+            if close_now is not None:
+                close_now()
+            else:
+                conn.pgconn.finish()
 
     async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Give back a connection; in a forked child, drop the parent's connection untouched.
+        """Give back a connection: rolled back and reset here, in the returning task, then to
+        psycopg_pool, which closes it if it is broken or past ``max_lifetime``; in a forked child,
+        the parent's connection is dropped untouched.
+
+        A connection returned in the middle of a query has it cancelled and is closed; a return
+        cancelled while it waits on the server closes the connection and frees its slot.
 
         :raises ValueError: the connection is not lent by this pool (psycopg_pool's check).
         """
-        if self.pid == process.pid:
-            await super().putconn(conn)  # queues the reset for a worker task, without waiting
-            # Not lent any more: psycopg_pool would clear this only once the reset is done, and
-            # accept a second return meanwhile, putting the connection in the pool twice.
-            conn._pool = None
+        if self.pid != process.pid:
+            return
+        self._check_pool_putconn(conn)
+        try:
+            if not self.closed and not await session.aclean_returned(conn, self._reset_returned):
+                conn.pgconn.finish()  # psycopg_pool counts it in returns_bad and opens another
+        except BaseException:  # cancelled while it waited on the server
+            conn.pgconn.finish()
+            raise
+        finally:
+            await super().putconn(conn)  # no reset callback: back in the pool before this returns
+            conn._pool = None  # left set on a broken one: refuse a second return

@@ -189,12 +189,25 @@ class DatabaseWrapperMixin:
         self.isolation_level = IsolationLevel.READ_COMMITTED if level is None else level
         pool = self.get_pool()
         connection = pool.getconn()
-        # Its holder: the thread or greenlet that owns this wrapper; a wrapper shared between
-        # threads (inc_thread_sharing) holds it itself, until it is closed or collected.
-        pool.leases.assign(connection, weakref.ref(self) if self.allow_thread_sharing else self.owner)  # type: ignore[attr-defined]
+        self._hold(connection, pool)
         if level is not None:
             connection.isolation_level = level
         return connection
+
+    def _hold(self, connection: Any, pool: Pool) -> None:
+        """Make this wrapper the holder of its lent ``connection``, borrowed by the thread or
+        greenlet that owns the wrapper, or, while the wrapper is shared between threads
+        (``inc_thread_sharing``), by the wrapper itself, until it is closed or collected."""
+        holder = weakref.ref(self)
+        pool.leases.assign(connection, holder if self.allow_thread_sharing else self.owner, holder)  # type: ignore[attr-defined]
+
+    def inc_thread_sharing(self) -> None:
+        """Django's; a connection opened before the wrapper is shared is then borrowed by the
+        wrapper, as one opened while it is shared: the thread or greenlet that opened it may end
+        while others use it."""
+        super().inc_thread_sharing()  # type: ignore[misc]
+        if self.pooled and self.connection is not None:  # type: ignore[attr-defined]
+            self._hold(self.connection, self.pool)  # type: ignore[attr-defined,arg-type]
 
     def init_connection_state(self) -> None:
         """Django's session set-up, on every checkout of a pooled connection.
