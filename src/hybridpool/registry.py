@@ -106,10 +106,13 @@ async def _close_at_loop_shutdown(pools: dict[str, LoopPool], alias: str, pool: 
 
 def _forget_ended_loops() -> None:
     """Drop the pools of loops closed without cancelling their tasks (so without closing their
-    pools): their connections are closed with libpq, and their share of the budget freed."""
+    pools): their connections are closed with libpq, and their share of the budget freed; and
+    the guardians those loops will never run."""
     for loop in [loop for loop in list(_loop_pools.keys()) if loop.is_closed()]:
         for pool in _loop_pools.pop(loop, {}).values():
             pool.close_now()
+    for task in [task for task in list(_keep_alive) if isinstance(task, asyncio.Task) and task.get_loop().is_closed()]:
+        _keep_alive.discard(task)
 
 
 def _close_loop_pool(loop: asyncio.AbstractEventLoop, pool: LoopPool) -> None:

@@ -303,9 +303,9 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
 
     async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Close a connection taken and not lent; psycopg_pool frees its slot and opens another."""
-        conn._pool = None
-        await conn.close()  # not awaiting anything: a closed connection's close() does no I/O
+        _close_at_once(conn)
         await self._putconn(conn, from_getconn=True)  # counted in connections_lost
+        conn._pool = None
 
     def close_now(self) -> None:
         """Close the pool and its idle connections at once, without awaiting, for a pool whose
@@ -321,12 +321,7 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
         except RuntimeError:  # the loop is closed: its workers never run again
             pass
         while self._pool:
-            conn = self._pool.popleft()
-            close_now = getattr(conn, "close_now", None)
-            if close_now is not None:
-                close_now()
-            else:
-                conn.pgconn.finish()
+            _close_at_once(self._pool.popleft())
 
     async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Give back a connection: rolled back and reset here, in the returning task, then to
@@ -343,10 +338,20 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
         self._check_pool_putconn(conn)
         try:
             if not self.closed and not await session.aclean_returned(conn, self._reset_returned):
-                conn.pgconn.finish()  # psycopg_pool counts it in returns_bad and opens another
+                _close_at_once(conn)  # psycopg_pool counts it in returns_bad and opens another
         except BaseException:  # cancelled while it waited on the server
-            conn.pgconn.finish()
+            _close_at_once(conn)
             raise
         finally:
             await super().putconn(conn)  # no reset callback: back in the pool before this returns
             conn._pool = None  # left set on a broken one: refuse a second return
+
+
+def _close_at_once(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Close ``conn`` without awaiting, whatever its pool (a lent connection's ``close()`` would
+    return it): its share of the budget too, if it has one (:mod:`hybridpool.asgi.budget`)."""
+    close_now = getattr(conn, "close_now", None)
+    if close_now is not None:
+        close_now()
+    else:
+        conn.pgconn.finish()
