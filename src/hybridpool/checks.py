@@ -10,6 +10,7 @@ in ``INSTALLED_APPS`` (so that ``manage.py check`` sees them before any database
 | ``hybridpool.W001`` | a gevent deployment in which psycopg would block the hub |
 | ``hybridpool.W002`` | ``max_size`` x pools x workers exceeds the server's ``max_connections`` (``check --database``) |
 | ``hybridpool.W003`` | ``ATOMIC_REQUESTS`` holds a pooled connection for every whole request |
+| ``hybridpool.W004`` | asgiref < 3.13: ``hybridpool.asgi.get_asgi_application()`` cannot reuse request threads |
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             " does it when preload_app is off; in a script, call gevent.monkey.patch_all() first."),
             id="hybridpool.W001"))
     return messages
+
+
+@checks.register("hybridpool")
+def check_asgiref(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W004: an asgiref that cannot lend a request thread to Django's handler."""
+    from .asgi.application import REUSABLE_THREADS, _asgiref_version
+
+    if REUSABLE_THREADS or not any(True for _ in _pooled_databases()):
+        return []
+    return [checks.Warning(
+        f"asgiref {_asgiref_version()} cannot lend a request thread (ThreadSensitiveContext(executor=...) is"
+        " asgiref 3.13's): under hybridpool.asgi.get_asgi_application() each request gets a thread of its"
+        " own, as under Django",
+        hint="pip install 'asgiref>=3.13'; this matters only under an ASGI server.",
+        id="hybridpool.W004",
+    )]
 
 
 @checks.register(checks.Tags.database)

@@ -10,7 +10,7 @@ After ``fork()`` the child forgets its parent's pools without touching their con
 belong to the parent: closing them would end the parent's sessions), so it builds its own on first
 use. At interpreter exit the pools of this process are closed, so the server sees a proper
 terminate message for each connection; :func:`aclose_all` does it at an ASGI server's shutdown
-(:mod:`hybridpool.asgi.lifespan`), and :mod:`hybridpool.exit_guard` when the server ends its
+(:mod:`hybridpool.asgi.application`), and :mod:`hybridpool.exit_guard` when the server ends its
 process by re-raising SIGTERM, which skips ``atexit``.
 """
 

@@ -1,7 +1,7 @@
 """The psycopg_pool driver (``ThreadPool`` for code on threads, ``LoopPool`` for asyncio code), and
-the ASGI application wrapper that closes the pools when the server shuts down."""
+hybridpool's ASGI application: Django's, with reused request threads and the lifespan protocol."""
 
-from .lifespan import Lifespan, get_asgi_application
+from .application import Application, get_asgi_application
 from .pool import LoopPool, ThreadPool
 
-__all__ = ["Lifespan", "LoopPool", "ThreadPool", "get_asgi_application"]
+__all__ = ["Application", "LoopPool", "ThreadPool", "get_asgi_application"]

@@ -1,0 +1,163 @@
+"""hybridpool's ASGI application: reused request threads, one request per thread at once, and the
+lifespan protocol; Django's own handler, called as a server calls it (asgiref's communicator)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from django.db import connections
+from django.test import override_settings
+
+from hybridpool.asgi import application as asgi_application
+from hybridpool.asgi import get_asgi_application
+from hybridpool.checks import check_asgiref
+
+from . import asgiviews
+from .conftest import GEVENT
+
+pytestmark = pytest.mark.skipif(GEVENT, reason="asyncio code does not run under gevent monkey-patching")
+
+
+@pytest.fixture(autouse=True)
+def project():
+    asgiviews.SEEN.clear()
+    with override_settings(ROOT_URLCONF="tests.asgiviews", MIDDLEWARE=["tests.asgiviews.RecordingMiddleware"],
+                           ALLOWED_HOSTS=["testserver"]):
+        yield
+    connections.close_all()
+
+
+async def get(app: Any, path: str, query: str = "") -> int:
+    """GET ``path`` from ``app`` as an ASGI server does; return the status."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+             "root_path": "", "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 5000),
+             "server": ("testserver", 80)}
+    communicator = ApplicationCommunicator(app, scope)
+    await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await communicator.receive_output(10)
+    await communicator.receive_output(10)  # the body
+    await communicator.wait(10)
+    return start["status"]
+
+
+def threads_of(request_id: str) -> set[int]:
+    return asgiviews.SEEN[request_id]["threads"]
+
+
+def test_a_request_s_sync_parts_run_on_one_thread_which_later_requests_reuse():
+    app = get_asgi_application()
+
+    async def requests() -> None:
+        for n in range(5):
+            assert await get(app, "/orm/", f"id={n}") == 200
+
+    asyncio.run(requests())
+    for n in range(5):  # middleware, two ORM calls and a sync_to_async call: one thread
+        assert len(threads_of(str(n))) == 1, asgiviews.SEEN[str(n)]
+        assert asgiviews.SEEN[str(n)]["where"] == ["middleware", "sync_to_async"]
+    assert len(set().union(*(threads_of(str(n)) for n in range(5)))) == 1  # the same thread, reused
+
+
+def test_django_s_own_application_makes_a_thread_per_request():
+    from django.core.asgi import get_asgi_application as django_application
+
+    app = django_application()
+
+    async def requests() -> None:
+        for n in range(3):
+            assert await get(app, "/orm/", f"id={n}") == 200
+
+    asyncio.run(requests())
+    assert len(set().union(*(threads_of(str(n)) for n in range(3)))) == 3  # what the reuse saves
+
+
+@pytest.mark.timing
+def test_requests_in_flight_at_once_never_share_a_thread_and_none_waits_for_one():
+    app = get_asgi_application(threads=2)  # fewer threads kept than requests in flight
+
+    async def requests() -> None:
+        statuses = await asyncio.gather(*(get(app, "/orm/", f"id={n}&sleep=0.3") for n in range(6)))
+        assert statuses == [200] * 6
+
+    started = asyncio.run(_timed(requests))
+    spans = {n: asgiviews.SEEN[str(n)]["span"] for n in range(6)}
+    for a in range(6):
+        assert len(threads_of(str(a))) == 1
+        for b in range(a + 1, 6):
+            overlap = spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+            if overlap:  # in flight together: never one thread for both
+                assert not threads_of(str(a)) & threads_of(str(b))
+    assert started < 1.5  # six 0.3 s requests at once, with two threads kept: none waited for one
+    assert app.threads._made <= 2 and len(app.threads._idle) == 2
+
+
+async def _timed(coroutine_function: Any) -> float:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await coroutine_function()
+    return loop.time() - started
+
+
+def test_a_request_that_does_not_end_normally_does_not_lend_its_thread_again():
+    app = get_asgi_application(threads=1)
+
+    async def requests() -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": "/orm/", "raw_path": b"/orm/", "query_string": b"id=cut&sleep=0.5",
+                 "root_path": "", "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 5000),
+                 "server": ("testserver", 80)}
+        communicator = ApplicationCommunicator(app, scope)
+        await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+        await asyncio.sleep(0.1)
+        communicator.future.cancel()  # the server drops the request while its thread still runs
+        with pytest.raises(asyncio.CancelledError):
+            await communicator.future
+        assert await get(app, "/orm/", "id=next") == 200
+
+    asyncio.run(requests())
+    assert not threads_of("cut") & threads_of("next")  # a fresh thread, not one maybe still busy
+
+
+def test_the_lifespan_marks_the_server_s_loop_and_closes_the_pools():
+    from hybridpool import registry
+
+    app = get_asgi_application()
+
+    async def lifespan() -> None:
+        communicator = ApplicationCommunicator(app, {"type": "lifespan", "asgi": {"version": "3.0"}})
+        await communicator.send_input({"type": "lifespan.startup"})
+        assert await communicator.receive_output(5) == {"type": "lifespan.startup.complete"}
+        assert asyncio.get_running_loop() in registry._serving
+        assert await get(app, "/orm/", "id=0") == 200
+        await communicator.send_input({"type": "lifespan.shutdown"})
+        assert await communicator.receive_output(10) == {"type": "lifespan.shutdown.complete"}
+        assert app.threads._idle == []
+
+    asyncio.run(lifespan())
+
+
+def test_without_asgiref_3_13_requests_run_as_under_django_and_a_check_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(asgi_application, "REUSABLE_THREADS", False)  # as with asgiref 3.12
+    with caplog.at_level(logging.WARNING, logger="hybridpool"):
+        app = get_asgi_application()
+    assert "cannot lend a request thread" in caplog.text
+    assert app.threads.size == 0
+
+    async def requests() -> None:
+        for n in range(2):
+            assert await get(app, "/orm/", f"id={n}") == 200
+
+    asyncio.run(requests())
+    assert not threads_of("0") & threads_of("1")
+    (warning,) = check_asgiref()
+    assert warning.id == "hybridpool.W004"
+
+
+def test_threads_must_be_a_count():
+    with pytest.raises(ValueError, match="threads = -1: must be an int >= 0"):
+        get_asgi_application(threads=-1)
