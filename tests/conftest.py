@@ -87,10 +87,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
     from django.db import connection
 
-    from tests.testapp.models import Item
+    from tests.testapp.models import Author, Item, Sample
 
     with connection.schema_editor() as editor:
-        editor.create_model(Item)
+        for model in (Item, Author, Sample):
+            editor.create_model(model)
     connection.close()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         for role in (ROLE, ASYNC_ROLE):

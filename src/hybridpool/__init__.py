@@ -12,6 +12,7 @@ from .registry import close_all
 
 __all__ = [
     "AsyncPool",
+    "NativeQuerySet",
     "Pool",
     "PoolClosed",
     "PoolConfig",
@@ -27,3 +28,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``NativeQuerySet``, imported on first use (it needs Django's models)."""
+    if name == "NativeQuerySet":
+        from .native import NativeQuerySet
+
+        return NativeQuerySet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -61,6 +61,11 @@ def serving(loop: asyncio.AbstractEventLoop) -> None:
     _serving.add(loop)
 
 
+def is_serving(loop: asyncio.AbstractEventLoop) -> bool:
+    """True if an ASGI application said ``loop`` serves it (:func:`serving`)."""
+    return loop in _serving
+
+
 def budget(alias: str, max_size: int) -> ConnectionBudget:
     """The ``max_size`` that the async pools of ``alias`` share in this process."""
     with _lock:
