@@ -9,15 +9,18 @@ from typing import Any
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
+from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
+import hybridpool
+from hybridpool import registry
 from hybridpool.asgi import application as asgi_application
 from hybridpool.asgi import get_asgi_application
 from hybridpool.checks import check_asgiref
 
 from . import asgiviews
-from .conftest import GEVENT
+from .conftest import GEVENT, server_connections, wait_for
 
 pytestmark = pytest.mark.skipif(GEVENT, reason="asyncio code does not run under gevent monkey-patching")
 
@@ -124,8 +127,6 @@ def test_a_request_that_does_not_end_normally_does_not_lend_its_thread_again():
 
 
 def test_the_lifespan_marks_the_server_s_loop_and_closes_the_pools():
-    from hybridpool import registry
-
     app = get_asgi_application()
 
     async def lifespan() -> None:
@@ -138,7 +139,12 @@ def test_the_lifespan_marks_the_server_s_loop_and_closes_the_pools():
         assert await communicator.receive_output(10) == {"type": "lifespan.shutdown.complete"}
         assert app.threads._idle == []
 
+    pool = hybridpool.get_pool("default")
     asyncio.run(lifespan())
+    assert pool.closed and not registry._pools  # every pool of the process closed
+    # Their idle connections are closed; the backends are gone before the next test counts its own.
+    app = settings.DATABASES["default"]["OPTIONS"]["application_name"]
+    assert wait_for(lambda: server_connections(app) <= len(pool.leases))
 
 
 def test_without_asgiref_3_13_requests_run_as_under_django_and_a_check_says_so(monkeypatch, caplog):

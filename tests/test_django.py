@@ -11,13 +11,14 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import OperationalError, connection, connections, transaction
+from django.db import DatabaseError, OperationalError, connection, connections, transaction
 from django.db.backends.postgresql.base import ServerBindingCursor
 
 import hybridpool
 from tests.testapp.models import Item
 
 from .conftest import ROLE, PeakSampler, run_concurrently, wait_for
+from .conftest import _state as conftest_state
 
 
 @pytest.fixture(autouse=True)
@@ -316,3 +317,104 @@ def test_a_wrapper_dropped_in_a_transaction_gives_its_connection_back_rolled_bac
     with transaction.atomic():
         Item.objects.select_for_update(nowait=True).filter(pk=item.pk).update(name="free")
     assert Item.objects.get(pk=item.pk).name == "free"
+
+
+# -- the safe reset, carried by the next request's first statement (hybridpool.cursors)
+
+#: Session state a borrower can leave behind (LISTEN apart: see its own test).
+DIRTY = [
+    "SELECT nextval(pg_get_serial_sequence('testapp_item', 'id'))", "SET statement_timeout = '4321s'",
+    "SELECT pg_advisory_lock(4242)", "CREATE TEMP TABLE leftover (id int)", "BEGIN",
+    "DECLARE leftover CURSOR WITH HOLD FOR SELECT 1", "COMMIT", "PREPARE leftover AS SELECT 1",
+    "SET search_path TO pg_catalog",
+]
+STATE = """
+SELECT current_setting('statement_timeout'), current_setting('search_path'),
+       (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'),
+       (SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND relnamespace = pg_my_temp_schema()),
+       (SELECT count(*) FROM pg_cursors), (SELECT count(*) FROM pg_prepared_statements),
+       (SELECT count(*) FROM pg_listening_channels()), pg_backend_pid()
+"""
+CLEAN = ("0", '"$user", public', 0, 0, 0, 0, 0)
+
+
+def leave_dirty(alias: str, statements: list[str] = DIRTY) -> int:
+    """A request that leaves session state behind; returns its backend's pid."""
+    with connections[alias].cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    connections[alias].close()
+    return pid
+
+
+def last_query(pid: int) -> str:
+    """The last statement the server received from backend ``pid``, as ``pg_stat_activity`` shows it."""
+    with psycopg.connect(conftest_conninfo(), autocommit=True) as admin:
+        return admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
+
+
+def conftest_conninfo() -> str:
+    return conftest_state["conninfo"]
+
+
+def read_state(alias: str) -> tuple:
+    with connections[alias].cursor() as cursor:
+        cursor.execute(STATE)
+        row = cursor.fetchone()
+    connections[alias].close()
+    return row
+
+
+def test_the_safe_reset_rides_on_the_next_request_s_first_statement():
+    pid = leave_dirty("tiny")
+    with connections["tiny"].cursor() as cursor:
+        cursor.execute(STATE)  # its first statement: the reset runs before it, in one message
+        *state, backend = cursor.fetchone()
+        sent = last_query(pid)
+    connections["tiny"].close()
+    assert backend == pid and tuple(state) == CLEAN
+    assert sent.startswith("CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;") and sent.endswith(STATE)
+
+
+@pytest.mark.parametrize("first", ["SELECT 1 / 0", "SELEC 1", "VACUUM testapp_item", "SET ROLE NONE"],
+                         ids=["error", "syntax-error", "vacuum", "set"])
+def test_a_first_statement_that_fails_or_cannot_carry_the_reset_still_finds_the_session_clean(first):
+    pid = leave_dirty("tiny")
+    with connections["tiny"].cursor() as cursor:
+        try:
+            cursor.execute(first)
+        except DatabaseError:
+            pass
+        cursor.execute(STATE)
+        *state, backend = cursor.fetchone()
+    connections["tiny"].close()
+    assert backend == pid and tuple(state) == CLEAN
+
+
+def test_a_request_whose_first_statement_is_in_a_transaction_finds_the_session_clean():
+    pid = leave_dirty("tiny")
+    with transaction.atomic(using="tiny"), connections["tiny"].cursor() as cursor:
+        cursor.execute(STATE)
+        *state, backend = cursor.fetchone()
+    connections["tiny"].close()
+    assert backend == pid and tuple(state) == CLEAN
+
+
+def test_raw_psycopg_use_of_a_lent_connection_finds_the_session_clean():
+    pid = leave_dirty("tiny")
+    with hybridpool.connection("tiny") as conn:
+        with conn.transaction():  # psycopg's own transaction: BEGIN first
+            *state, backend = conn.execute(STATE).fetchone()
+        with conn.transaction(), conn.cursor(name="named") as named:  # a server-side cursor
+            named.execute("SELECT 1")
+            assert named.fetchone() == (1,)
+    assert backend == pid and tuple(state) == CLEAN
+
+
+def test_a_borrower_that_listened_has_its_reset_sent_on_return():
+    pid = leave_dirty("tiny", ["LISTEN leftover", "NOTIFY leftover"])
+    *state, backend = read_state("tiny")
+    assert backend == pid and tuple(state) == CLEAN  # no channel left, even in the first statement
+    assert not last_query(pid).startswith("CLOSE ALL")  # sent on its own: UNLISTEN must be done first

@@ -358,3 +358,23 @@ def test_an_abandoned_result_stream_is_cancelled_and_its_connection_closed(make_
     with pool.connection() as fresh:
         assert backend_pid(fresh) != pid
     assert wait_for(lambda: server_connections(pool.app) == 1, timeout=2)
+
+
+def test_a_connection_whose_borrower_outlives_the_pool_s_close_is_closed_when_it_ends(make_pool):
+    pool = make_pool(max_size=2)
+    holding, release = threading.Event(), threading.Event()
+
+    def stray():  # takes a connection, outlives the pool's close, ends without giving it back
+        conn = pool.getconn()
+        conn.execute("SELECT 1")
+        holding.set()
+        release.wait(5)
+
+    borrower = threading.Thread(target=stray)
+    borrower.start()
+    assert holding.wait(5)
+    pool.close()
+    assert server_connections(pool.app) == 1  # lent: not closed under its borrower
+    release.set()
+    borrower.join(5)
+    assert wait_for(lambda: server_connections(pool.app) == 0, timeout=5)

@@ -239,13 +239,15 @@ async def run_native(alias: str, function: Callable[[], T]) -> T:
         return function()
 
     try:
-        async with pool.connection() as conn:
+        conn = await pool.getconn(carry=True)  # its first query carries a pending reset
+        try:
             wrapper.connection = conn
-            try:
-                return await run_bridged(read)
-            except Exception as ex:
-                ex.hybridpool_queried = wrapper.queried  # type: ignore[attr-defined]
-                raise
+            return await run_bridged(read)
+        except Exception as ex:
+            ex.hybridpool_queried = wrapper.queried  # type: ignore[attr-defined]
+            raise
+        finally:
+            await pool.putconn(conn)
     finally:
         wrapper.connection = None
         wrapper.queried = False

@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from . import registry
 from .asgi import LoopPool
 from .asgi.budget import budgeted
+from .cursors import AsyncResettingCursor
 from .backends.postgresql.base import DatabaseWrapperMixin
 from .pool import Pool
 
@@ -96,7 +97,7 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool:
         kwargs = wrapper.pool_connection_params()
         # Django's cursor class is synchronous: pick the async one of the same binding.
         server_side = wrapper.settings_dict["OPTIONS"].get("server_side_binding") is True
-        kwargs["cursor_factory"] = psycopg.AsyncCursor if server_side else psycopg.AsyncClientCursor
+        kwargs["cursor_factory"] = psycopg.AsyncCursor if server_side else AsyncResettingCursor
         config = wrapper.pool_config
         config = dataclasses.replace(config, name=f"{alias} (async)",
                                      min_size=config.min_size if keeps_min_size else 0)

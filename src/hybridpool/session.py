@@ -232,7 +232,7 @@ _ENCODED = {query: query.encode() for query in (SAFE_RESET, SAFE_RESET_KEEPING_P
 _RESET_OK = (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK)
 
 
-def _reset_query(conn: psycopg.BaseConnection[Any]) -> str:
+def reset_query(conn: psycopg.BaseConnection[Any]) -> str:
     """:data:`SAFE_RESET`, or :data:`SAFE_RESET_KEEPING_PREPARED` if psycopg has prepared
     statements on ``conn`` (its cache is private: looked up defensively)."""
     manager = getattr(conn, "_prepared", None)
@@ -268,6 +268,50 @@ def _deallocate(names: list[str]) -> sql.Composed:
 #: The mark of a connection whose safe reset was sent and whose answer is not read yet.
 RESET_SENT = "_hybridpool_reset_sent"
 
+#: The mark of a connection whose safe reset is due and not sent yet: its next statement carries
+#: it (:mod:`hybridpool.cursors`), or :func:`flush_reset` sends it.
+RESET_PENDING = "_hybridpool_reset_pending"
+
+
+#: The mark of a connection on which a statement naming ``LISTEN`` ran since it was lent.
+LISTENED = "_hybridpool_listened"
+
+
+def carries_reset(conn: psycopg.BaseConnection[Any]) -> bool:
+    """True if ``conn``'s next statement can carry its safe reset (:mod:`hybridpool.cursors`):
+    one of the ENGINE's connections, with cursors that carry it, for which the reset is plain
+    ``DISCARD ALL`` (psycopg has prepared nothing), and whose borrower ran no ``LISTEN`` (carried,
+    ``UNLISTEN`` takes effect only as the next borrower's first statement ends)."""
+    return (getattr(conn, "carries_reset", False) and getattr(conn.cursor_factory, "carries_reset", False)
+            and not getattr(conn, LISTENED, False) and reset_query(conn) == SAFE_RESET)
+
+
+def flush_reset(conn: psycopg.Connection[Any]) -> None:
+    """Run a pending reset now, on its own (:func:`send_reset` and :func:`finish_reset`): what
+    uses the connection cannot carry it.
+
+    :raises psycopg.OperationalError: as :func:`finish_reset`.
+    """
+    if getattr(conn, RESET_PENDING, False):
+        setattr(conn, RESET_PENDING, False)
+        if not conn.closed:
+            send_reset(conn)
+            finish_reset(conn)
+
+
+async def aflush_reset(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The async twin of :func:`flush_reset`."""
+    if getattr(conn, RESET_PENDING, False) and not conn.closed:
+        setattr(conn, RESET_PENDING, False)
+        pgconn = conn.pgconn
+        handler, pgconn.notify_handler = pgconn.notify_handler, None  # the previous session's notifications
+        try:
+            await conn.execute(SAFE_RESET, prepare=False)
+        finally:
+            pgconn.notify_handler = handler
+            while pgconn.notifies() is not None:
+                pass
+
 #: Longest wait for the answer to a sent reset (s); a server that takes longer is taken for gone.
 RESET_TIMEOUT = 10.0
 
@@ -294,7 +338,7 @@ def send_reset(conn: psycopg.Connection[Any]) -> None:
 
     :raises psycopg.OperationalError: the connection is broken.
     """
-    conn.pgconn.send_query(_ENCODED[_reset_query(conn)])
+    conn.pgconn.send_query(_ENCODED[reset_query(conn)])
     setattr(conn, RESET_SENT, True)
 
 
@@ -372,8 +416,9 @@ def make_reset(reset: str | Callable[..., Any], *, send_only: bool = False) -> C
     """Return the function that resets an idle returned connection, per the ``reset`` setting.
 
     Every variant restores :data:`CLIENT_DEFAULTS` and stamps the connection as used; ``"safe"``
-    then runs the safe reset (:func:`send_reset`), a callable runs instead of it and must leave the
-    connection idle.
+    then marks the reset pending on a connection whose next statement carries it
+    (:func:`carries_reset`), else runs it (:func:`send_reset`); a callable runs instead of it and
+    must leave the connection idle.
 
     :param send_only: ``"safe"`` only sends the reset (:func:`send_reset`); the pool must
         then pass the connection to :func:`check_connection` or :func:`finish_reset` before lending it.
@@ -385,9 +430,13 @@ def make_reset(reset: str | Callable[..., Any], *, send_only: bool = False) -> C
             for name, value in _changed_attributes(conn):
                 setattr(conn, name, value)
         if reset == "safe":
-            send_reset(conn)
-            if not send_only:
-                finish_reset(conn)  # libpq's calls: a third cheaper than psycopg's execute() here
+            if carries_reset(conn):
+                setattr(conn, RESET_PENDING, True)
+            else:
+                setattr(conn, LISTENED, False)
+                send_reset(conn)
+                if not send_only:
+                    finish_reset(conn)  # libpq's calls: a third cheaper than psycopg's execute() here
         elif callable(reset):
             reset(conn)
             _check_idle(conn, reset)
@@ -403,8 +452,11 @@ def make_areset(reset: str | Callable[..., Any]) -> Callable[[psycopg.AsyncConne
         if _client_state(conn) != _IDLE_STATE:
             for name, value in _changed_attributes(conn):
                 await getattr(conn, f"set_{name}")(value)
-        if reset == "safe":
-            names = _last_rows(await conn.execute(_reset_query(conn), prepare=False))
+        if reset == "safe" and carries_reset(conn):
+            setattr(conn, RESET_PENDING, True)
+        elif reset == "safe":
+            setattr(conn, LISTENED, False)
+            names = _last_rows(await conn.execute(reset_query(conn), prepare=False))
             if strays := stray_statements(conn, names):
                 await conn.execute(_deallocate(strays), prepare=False)
         elif callable(reset):

@@ -73,6 +73,20 @@ MODULES = (
     " dbshell"
 ).split()
 
+#: Labels of the native pair (``stock-committed``, ``native``): Django's async tests, and every
+#: module whose tests call QuerySet's bounded async reads (aget, afirst, alast, aearliest,
+#: alatest, acount, aexists, acontains, aaggregate, ain_bulk), directly or through Django's own
+#: async code (aget_object_or_404, aauthenticate, auser, the DB session store, AsyncPaginator).
+#: Of auth_tests only its modules with async tests: the rest are sync, and each test of the pair
+#: costs a flush (about 0.1 s), so the whole of auth_tests would triple the run. Not cache: its
+#: async tests call the cache's aget, not a QuerySet's; not auth_tests.test_hashers: no reads.
+NATIVE_MODULES = (
+    "async sessions_tests generic_relations basic pagination auth_tests.test_auth_backends auth_tests.test_basic"
+    " auth_tests.test_decorators auth_tests.test_middleware auth_tests.test_models auth_tests.test_remote_user"
+).split()
+#: The share of a native run's reads that must have run natively (see README.md).
+NATIVE_SHARE = 0.5
+
 #: From Django's tests/requirements/py3.txt, only what the modules above skip tests without:
 #: tblib carries tracebacks out of --parallel workers, Pillow runs model_fields' ImageField tests.
 REQUIREMENTS = ("tblib", "Pillow")
@@ -117,6 +131,11 @@ class Config:
     driver: str | None = None  #: hybridpool's OPTIONS["pool"]["driver"]
     gevent: bool = False  #: run under ``python -m gevent.monkey`` (serially)
     reference: str | None = None  #: the configuration whose passes this one must keep
+    #: native_hook.py: every QuerySet's bounded async reads go through NativeQuerySet's, and
+    #: TestCase's data is committed (no test transaction); runs NATIVE_MODULES by default
+    committed: bool = False
+    #: HYBRIDPOOL_NATIVE=force, and at least NATIVE_SHARE of the reads must have run natively
+    native: bool = False
 
 
 CONFIGS = (
@@ -124,6 +143,8 @@ CONFIGS = (
     Config("thread", HYBRIDPOOL, driver="thread", reference="stock"),
     Config("stock-gev", STOCK, gevent=True),
     Config("gevent", HYBRIDPOOL, driver="gevent", gevent=True, reference="stock-gev"),
+    Config("stock-committed", STOCK, committed=True),
+    Config("native", HYBRIDPOOL, driver="thread", committed=True, native=True, reference="stock-committed"),
 )
 
 
@@ -138,6 +159,13 @@ class Run:
     outcomes: dict[str, str] = field(default_factory=dict)
     tracebacks: dict[str, str] = field(default_factory=dict)
     problem: str | None = None  #: aborted, timed out or teardown failed
+    labels: list[str] = field(default_factory=list)
+    #: committed configurations: reads by path (hybridpool.native.stats summed over the processes),
+    #: why reads took the thread path or were retried (with example test ids), processes counted
+    paths: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    processes: int = 0
 
     def failed(self) -> set[str]:
         return {test for test, outcome in self.outcomes.items() if outcome in BAD}
@@ -207,7 +235,8 @@ def test_database(config: Config, alias: str) -> str:
     return f"djsuite_{config.name.replace('-', '_')}_{alias}"
 
 
-def write_settings(config: Config, url: str, template: str | None, results: Path, test_timeout: float) -> str:
+def write_settings(config: Config, url: str, template: str | None, results: Path, test_timeout: float,
+                   native_stats: Path | None = None) -> str:
     """Write the settings module of ``config``; return its name."""
     databases = {}
     for alias in ("default", "other"):
@@ -228,6 +257,10 @@ def write_settings(config: Config, url: str, template: str | None, results: Path
         'TEST_RUNNER = "recorder.RecordingRunner"\n'
         f"DJANGO_SUITE_RESULTS = {str(results)!r}\n"
         f"DJANGO_SUITE_TEST_TIMEOUT = {test_timeout!r}  # recorder.py's watchdog (0: off)\n"
+        + ("" if native_stats is None else
+           "\n# Every QuerySet reads through NativeQuerySet; TestCase's data is committed (native_hook.py).\n"
+           "import native_hook  # noqa: E402\n\n"
+           f"native_hook.install({str(native_stats)!r})\n")
     )
     return module
 
@@ -235,17 +268,22 @@ def write_settings(config: Config, url: str, template: str | None, results: Path
 def run(config: Config, tests: Path, url: str, template: str | None, parallel: int, labels: list[str],
         timeout: float, test_timeout: float) -> Run:
     """Run runtests.py in ``config``; its output goes to ``.cache/django_suite/logs/<name>.log``."""
-    result = Run(config, 1 if config.gevent else parallel)
+    result = Run(config, 1 if config.gevent else parallel, labels=labels)
     results = CACHE / "results" / f"{config.name}.json"
     log = CACHE / "logs" / f"{config.name}.log"
-    for path in (results, log):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-    module = write_settings(config, url, template, results, test_timeout)
+    native_stats = CACHE / "results" / f"{config.name}.native.jsonl" if config.committed else None
+    for path in (results, log, native_stats):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+    module = write_settings(config, url, template, results, test_timeout, native_stats)
     command = [sys.executable, *(["-m", "gevent.monkey"] if config.gevent else []), "runtests.py",
                f"--settings={module}", "--noinput", "--verbosity=2", f"--parallel={result.parallel}", *labels]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CACHE / "settings"), str(HERE),
                                                                      os.environ.get("PYTHONPATH")]))}
+    env.pop("HYBRIDPOOL_NATIVE", None)
+    if config.native:
+        env["HYBRIDPOOL_NATIVE"] = "force"
     print(f"== {config.name} ({config.engine}{', driver ' + config.driver if config.driver else ''}):"
           f" {' '.join(command[1:len(command) - len(labels)])} <{len(labels)} labels>", flush=True)
     started = time.monotonic()
@@ -286,7 +324,42 @@ def run(config: Config, tests: Path, url: str, template: str | None, parallel: i
         reasons = [line for line in text if line.startswith("Got an error")]
         reasons = reasons or [line for line in text if line.strip()][-1:]
         result.problem = f"aborted before the tests ran (exit {process.returncode}): {' | '.join(reasons)}"
+    if native_stats is not None:
+        read_native_stats(result, native_stats)
     return result
+
+
+def read_native_stats(result: Run, path: Path) -> None:
+    """Sum the per-process lines native_hook.py appended to ``path`` into ``result``; for the
+    ``native`` configuration, a problem unless at least :data:`NATIVE_SHARE` of the reads (and at
+    least one) ran natively."""
+    paths: dict[str, int] = defaultdict(int)
+    reasons: dict[str, int] = defaultdict(int)
+    examples: dict[str, list[str]] = defaultdict(list)
+    lines = path.read_text().splitlines() if path.exists() else []
+    for line in lines:
+        data = json.loads(line)
+        for key, count in data["stats"].items():
+            paths[key] += count
+        for key, count in data["reasons"].items():
+            reasons[key] += count
+        for key, tests in data["examples"].items():
+            examples[key].extend(test for test in tests if test not in examples[key])
+    result.paths, result.reasons, result.examples, result.processes = dict(paths), dict(reasons), dict(examples), len(lines)
+    if not result.config.native or result.problem:
+        return
+    native, total = paths["native"], paths["native"] + paths["thread"] + paths["retried"]
+    if not lines:
+        result.problem = "no process wrote its hybridpool.native.stats"
+    elif native == 0 or native < NATIVE_SHARE * total:
+        result.problem = (f"only {native} of {total} reads ran natively (at least {NATIVE_SHARE:.0%} and one"
+                          f" are required)")
+
+
+def native_line(run: Run) -> str:
+    paths = run.paths
+    return (f"native reads: {paths.get('native', 0)} native, {paths.get('thread', 0)} thread,"
+            f" {paths.get('retried', 0)} retried ({run.processes} processes)")
 
 
 def drop_test_databases(config: Config, url: str, parallel: int) -> None:
@@ -330,16 +403,22 @@ def report(runs: dict[str, Run]) -> int:
     print("\n== summary")
     for run in runs.values():
         summary = " / ".join(run.summary) or "no summary line"
-        print(f"{run.config.name:>10}  {run.seconds:6.0f} s  --parallel={run.parallel}  {summary}"
-              + (f"\n{'':>12}PROBLEM: {run.problem}" if run.problem else ""))
+        print(f"{run.config.name:>15}  {run.seconds:6.0f} s  --parallel={run.parallel}  {summary}"
+              + (f"\n{'':>17}{native_line(run)}" if run.config.committed else "")
+              + (f"\n{'':>17}PROBLEM: {run.problem}" if run.problem else ""))
         if run.problem and run.config.engine == HYBRIDPOOL:
             status = 1
+    for run in runs.values():
+        if run.config.committed and run.reasons:
+            print(f"\nReads of {run.config.name} that took the thread path, or were retried there, by reason:")
+            for reason, count in sorted(run.reasons.items(), key=lambda item: -item[1]):
+                print(f"  [{count}] {reason}\n      e.g. {', '.join(run.examples.get(reason, [])[:3])}")
     stock, patched = runs.get("stock"), runs.get("stock-gev")
     if stock and patched and stock.outcomes and patched.outcomes:
         print_grouped("Broken by gevent's monkey-patching alone (fail on stock-gev, pass on stock)",
                       patched.failed() & stock.passed(), patched, limit=5)
     for run in runs.values():
-        if run.config.reference is None:
+        if run.config.reference is None or run.config.reference not in runs:
             continue
         reference = runs[run.config.reference]
         if not reference.outcomes:
@@ -353,7 +432,8 @@ def report(runs: dict[str, Run]) -> int:
                       regressions, run)
         if regressions - EXPECTED.keys():
             status = 1
-    stale = EXPECTED.keys() - set().union(*(run.failed() for run in runs.values()))
+    ran = set().union(*(run.outcomes.keys() for run in runs.values()))
+    stale = (EXPECTED.keys() & ran) - set().union(*(run.failed() for run in runs.values()))
     if stale:
         print(f"\nExpected failures that no longer fail (remove them from EXPECTED): {sorted(stale)}")
     return status
@@ -361,21 +441,34 @@ def report(runs: dict[str, Run]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("labels", nargs="*", default=MODULES, help="Django test labels (default: MODULES)")
+    parser.add_argument("labels", nargs="*",
+                        help="Django test labels (default: MODULES, and NATIVE_MODULES for the committed configurations)")
+    parser.add_argument("--configs", default=",".join(config.name for config in CONFIGS),
+                        help="comma-separated configurations to run (a configuration's reference is added)")
     parser.add_argument("--parallel", type=int, default=2, help="runtests.py --parallel for unpatched runs")
     parser.add_argument("--timeout", type=float, default=360, help="seconds allowed per configuration")
     parser.add_argument("--test-timeout", type=float, default=120,
                         help="seconds a test, or a class's set-up or tear-down, may run before the watchdog"
                              " ends the run as hung (0: no watchdog)")
     args = parser.parse_args()
+    by_name = {config.name: config for config in CONFIGS}
+    wanted = {name.strip() for name in args.configs.split(",") if name.strip()}
+    if unknown := wanted - by_name.keys():
+        parser.error(f"unknown configurations: {', '.join(sorted(unknown))} (known: {', '.join(by_name)})")
+    wanted |= {by_name[name].reference for name in wanted if by_name[name].reference}
+    configs = [config for config in CONFIGS if config.name in wanted]
     tests = django_tests()
     install_requirements(tests)
     with embedded.server_url() as url:
-        labels, template = prepare_server(url, args.labels)
+        default = args.labels or list(MODULES)
+        committed = args.labels or list(NATIVE_MODULES)
+        runnable, template = prepare_server(url, list(dict.fromkeys([*default, *committed])))
+        labels = [label for label in default if label in runnable]
+        native_labels = [label for label in committed if label in runnable]
         try:
-            runs = {config.name: run(config, tests, url, template, args.parallel, labels, args.timeout,
-                                     args.test_timeout)
-                    for config in CONFIGS}
+            runs = {config.name: run(config, tests, url, template, args.parallel,
+                                     native_labels if config.committed else labels, args.timeout, args.test_timeout)
+                    for config in configs}
         finally:
             embedded.drop_database(url, TEMPLATE)
     return report(runs)

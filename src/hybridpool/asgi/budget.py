@@ -118,6 +118,9 @@ class BudgetedConnection(psycopg.AsyncConnection[Any]):
     budget: ClassVar[ConnectionBudget]
     #: Longest wait for a unit (s): the pool's ``timeout``.
     budget_timeout: ClassVar[float]
+    #: Its safe reset may wait for the next statement (:mod:`hybridpool.cursors`): the async pool
+    #: lends it so only to ``NativeQuerySet``'s reads, and resets it for any other borrower.
+    carries_reset = True
 
     @classmethod
     async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]

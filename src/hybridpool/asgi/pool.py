@@ -91,11 +91,13 @@ class ThreadPool(ConnectionPool, base.Pool):
     :param kwargs: :func:`psycopg.connect` keyword arguments.
     :param config: the pool settings (default: ``PoolConfig()``); its ``name`` names the pool.
     :param open: open now (psycopg_pool's meaning).
+    :param connection_class: the class of its connections (psycopg_pool's).
     :ivar pid: the process the pool belongs to; a forked child cannot use it.
     """
 
     def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
-                 config: PoolConfig | None = None, open: bool = False) -> None:
+                 config: PoolConfig | None = None, open: bool = False,
+                 connection_class: type[psycopg.Connection[Any]] = psycopg.Connection) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
         self._borrower_ended = threading.Event()
@@ -107,7 +109,8 @@ class ThreadPool(ConnectionPool, base.Pool):
         # Under gevent's patching psycopg_pool's threads are greenlets, and a greenlet killed while
         # it waits in psycopg_pool's queue would leave its place there to take the next connection.
         self._shielded = gevent_active()
-        super().__init__(conninfo, open=open, **pool_arguments(self.config, kwargs, asynchronous=False))
+        super().__init__(conninfo, open=open, connection_class=connection_class,
+                         **pool_arguments(self.config, kwargs, asynchronous=False))
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Open the pool (psycopg_pool's ``open``) and start watching for stray borrowers."""
@@ -221,13 +224,15 @@ def _settle(result: Any, function: Any, *args: Any) -> None:
 
 def _watch(ref: weakref.ref[ThreadPool], borrower_ended: threading.Event, interval: float) -> None:
     """Reclaim the connections of ended borrowers when one ends, and every ``interval`` seconds,
-    while the pool is open; holds only a weak reference, so a forgotten pool can be collected."""
+    while the pool is open, and once it is closed while it still lends some (taken back, they are
+    closed: a borrower that outlives the pool's close would otherwise keep its connection open);
+    holds only a weak reference, so a forgotten pool can be collected."""
     while True:
         if borrower_ended.wait(interval):
             borrower_ended.clear()
             time.sleep(THREAD_EXIT_SECONDS)  # the ending thread is still alive while its locals go
         pool = ref()
-        if pool is None or pool.closed or pool.pid != process.pid:
+        if pool is None or pool.pid != process.pid or (pool.closed and not len(pool.leases)):
             return
         reclaim(pool, pool.leases)
         del pool
@@ -279,8 +284,13 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
         self._closing.add(task := self._loop.create_task(conn.close()))
         task.add_done_callback(self._closing.discard)
 
-    async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
-        """Take a connection; see :meth:`hybridpool.AsyncPool.getconn` and :meth:`ThreadPool.getconn`."""
+    async def getconn(self, timeout: float | None = None, *, carry: bool = False) -> psycopg.AsyncConnection[Any]:
+        """Take a connection; see :meth:`hybridpool.AsyncPool.getconn` and :meth:`ThreadPool.getconn`.
+
+        :param carry: the caller's first statement carries a pending safe reset
+            (:class:`hybridpool.cursors.AsyncResettingCursor`, ``NativeQuerySet``'s reads); for any
+            other caller it is run before the connection is lent.
+        """
         _refuse_forked(self)
         wait = self.timeout if timeout is None else timeout
         deadline = monotonic() + wait
@@ -291,6 +301,8 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
                 raise _worded(self, ex, wait) from None
             try:
                 await self._check_lent(conn)
+                if not carry:
+                    await session.aflush_reset(conn)
             except Exception as ex:
                 logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
                 await self._discard(conn)

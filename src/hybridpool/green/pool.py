@@ -43,6 +43,7 @@ class GreenPool(base.Pool):
     :param kwargs: :func:`psycopg.connect` keyword arguments (``autocommit`` is forced on).
     :param config: the pool settings (default: ``PoolConfig()``); its ``name`` names the pool.
     :param open: open now.
+    :param connection_class: the class of its connections (psycopg_pool's ``connection_class``).
     :ivar pid: the process the pool belongs to; a forked child cannot use it.
     """
 
@@ -50,9 +51,11 @@ class GreenPool(base.Pool):
     close_returns = True
 
     def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
-                 config: PoolConfig | None = None, open: bool = False) -> None:
+                 config: PoolConfig | None = None, open: bool = False,
+                 connection_class: type[psycopg.Connection[Any]] = psycopg.Connection) -> None:
         self.config = config = config or PoolConfig()
         self.conninfo = conninfo
+        self.connection_class = connection_class
         self.kwargs = {**(kwargs or {}), "autocommit": True}
         self.name = config.name or f"pool-{next(_names)}"
         self.min_size = config.min_size
@@ -119,7 +122,7 @@ class GreenPool(base.Pool):
             self._cap.waiting.popleft().set_exception(base.closed_error(self.name, self.pid))
         for conn in self._cap.remove_idle(lambda conn: True):
             self._close_connection(conn)
-        if self._maintenance is not None:
+        if self._maintenance is not None and not len(self.leases):  # else it takes back, and closes, what they hold
             self._maintenance.kill(timeout=timeout)
         logger.info("pool %r closed", self.name)
 
@@ -238,7 +241,7 @@ class GreenPool(base.Pool):
         started = monotonic()
         try:
             with gevent.Timeout(self.timeout, psycopg.OperationalError(f"connecting took more than {self.timeout} s")):
-                conn = psycopg.Connection.connect(self.conninfo, **self.kwargs)
+                conn = self.connection_class.connect(self.conninfo, **self.kwargs)
         except BaseException:
             self._stats[base.CONNECTIONS_ERRORS] += 1
             raise
@@ -378,12 +381,13 @@ def _current_greenlet() -> weakref.ref[Any]:
 
 def _maintain(ref: weakref.ref[GreenPool], borrower_ended: gevent.event.Event, interval: float) -> None:
     """Run the pool's maintenance when a borrower ends and every ``interval`` seconds while the
-    pool is open; holds only a weak reference, so a forgotten pool can be collected."""
+    pool is open, and once it is closed while it still lends some (taken back, they are closed);
+    holds only a weak reference, so a forgotten pool can be collected."""
     while True:
         borrower_ended.wait(interval)
         borrower_ended.clear()
         pool = ref()
-        if pool is None or pool.closed or pool.pid != process.pid:
+        if pool is None or pool.pid != process.pid or (pool.closed and not len(pool.leases)):
             return
         try:
             pool._maintain()

@@ -28,6 +28,7 @@ from django.utils.asyncio import async_unsafe
 
 from ... import checks, registry, runtime  # noqa: F401 - checks registers the system checks
 from ...config import PoolConfig
+from ...cursors import PooledConnection, ResettingCursor
 from ...migration import PEER_KEYS, translate
 from ...pool import Pool
 from .creation import DatabaseCreation
@@ -154,7 +155,8 @@ class DatabaseWrapperMixin:
         where = f"DATABASES[{self.alias!r}]['OPTIONS']"
         for note in translate(self.settings_dict["OPTIONS"], where)[1]:
             logger.info("%s: %s", where, note)
-        return runtime.pool_class(driver)(kwargs=self.pool_connection_params(), config=self.pool_config)
+        return runtime.pool_class(driver)(kwargs=self.pool_connection_params(), config=self.pool_config,
+                                          connection_class=PooledConnection)
 
     def pool_connection_params(self) -> dict[str, Any]:
         """The connection parameters of this alias's pools: Django's, with its time zone made the
@@ -162,6 +164,8 @@ class DatabaseWrapperMixin:
         and Django finds nothing to set on the next checkout: no ``SET TIME ZONE`` round trip per
         request."""
         params = self.django_connection_params()
+        if params.get("cursor_factory") is postgresql.Cursor:  # client-side binding: it carries the safe reset
+            params["cursor_factory"] = ResettingCursor
         if timezone_name := self.timezone_name:
             params["options"] = f"{params.get('options', '')} -c TimeZone={timezone_name}".strip()
         return params
