@@ -46,12 +46,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .procstat import process_cpu, stat_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 DBNAME = "hybridpool_breakdown"
 PATH = "/async/"
 WARMUP = 1.0
 MODES = ("plain", "timed", "count")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # --- the child: the ASGI application in-process ------------------------------------------------
 
@@ -162,12 +163,6 @@ def instrument_counts(timers: Timers) -> None:
         timers.wrap(pq_ctypes.PGconn, name, "server round trips (libpq sends)")
 
 
-def stat_cpu(path: str) -> float:
-    """User plus system CPU seconds in a ``/proc/.../stat`` file (of a process or a thread)."""
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def long_lived_cpu() -> dict[int, float]:
     """CPU seconds of each thread of this process but the caller's, by native id."""
     out = {}
@@ -275,11 +270,6 @@ def run_child(mode: str, engine: str, conninfo: str, clients: int, seconds: floa
                            "--seconds", str(seconds)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
                           timeout=seconds + 120, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds of process ``pid`` (all its threads, ended ones included)."""
-    return stat_cpu(f"/proc/{pid}/stat")
 
 
 def backend_pids(conninfo: str, application_name: str) -> list[int]:

@@ -1,13 +1,15 @@
 """The end-to-end benchmark: each engine served by real servers, loaded with wrk, in interleaved rounds.
 
-``python -m bench.e2e [--servers gevent,uvicorn,gthread] [--engines ...] [--views one,five,async,write]
-[--clients 10,100,500] [--seconds 2] [--warmup 1] [--rounds 3]`` creates a fresh database
-``hybridpool_bench`` on ``DATABASE_URL`` (or on a throwaway embedded PostgreSQL) and fills it. Then,
-round after round, for each server kind and each engine (A B C A B C), it starts one server, loads
-each of its (view, clients) cells with wrk after a warm-up, and stops it. It prints each round's
-ratios to the built-in pool as it goes, then the medians over rounds, the reset's cost and the
-targets (PASS/MISS), and writes them under ``bench/results/`` (``e2e-<UTC time>.json`` and ``.md``).
-See ``bench/README.md`` for the columns.
+``python -m bench.e2e [--servers gevent,uvicorn,gthread] [--engines ...]
+[--views one,five,async,afirst,native,write] [--clients 10,100,500] [--seconds 2] [--warmup 1]
+[--rounds 3]`` creates a fresh database ``hybridpool_bench`` on ``DATABASE_URL`` (or on a throwaway
+embedded PostgreSQL) and fills it. Then, round after round, for each server kind and each engine
+(A B C A B C), it starts one server, loads each of its (view, clients) cells with wrk after a
+warm-up, reading the serving process's CPU time from ``/proc`` (:mod:`bench.measure`), and stops
+it. It prints each round's table as it goes, then the medians over rounds (requests/s and CPU µs
+per request, each with its ratio to the built-in pool), the gains of hybridpool's ASGI application
+and of NativeQuerySet, the reset's cost and the targets (PASS/MISS), and writes them under
+``bench/results/`` (``e2e-<UTC time>.json`` and ``.md``). See ``bench/README.md`` for the columns.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -30,10 +33,11 @@ from hybridpool.embedded import create_database, drop_database, server_url
 
 from . import servers, summary, targets
 from .engines import BASELINE
-from .harness import print_table, write_results
+from .harness import RESULTS, print_table, write_results
 from .matrix import VIEWS, Plan, plan
 from .measure import measure
 
+ROOT = Path(__file__).resolve().parent.parent
 DBNAME = "hybridpool_bench"
 PACKAGES = ("django", "psycopg", "psycopg-pool", "gevent", "gunicorn", "uvicorn", "django-db-geventpool", "hybridpool")
 
@@ -47,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", type=names, help="comma-separated: gevent, uvicorn, gthread (default: all)")
     parser.add_argument("--engines", type=names, help="comma-separated engines (default: each server's)")
-    parser.add_argument("--views", type=names, help="comma-separated: one, five, async, write (default: each server's)")
+    parser.add_argument("--views", type=names,
+                        help="comma-separated: one, five, async, afirst, native, write (default: each server's)")
     parser.add_argument("--clients", type=lambda text: [int(n) for n in names(text)],
                         help="comma-separated concurrent clients (default: each server's)")
     parser.add_argument("--seconds", type=int, default=2, help="timed load per cell (s, whole), default 2")
@@ -55,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, default 3")
     parser.add_argument("--timeout", type=int, default=5, help="wrk's request timeout (s, whole), default 5")
     parser.add_argument("--max-size", type=int, default=20, help="every pool's cap on server connections, default 20")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"directory of the .json and .md results, default {RESULTS.relative_to(ROOT)}"
+                             " (give /tmp or so for a trial run)")
     args = parser.parse_args(argv)
     for option in ("seconds", "rounds", "timeout", "max_size"):
         if getattr(args, option) < 1:
@@ -94,11 +102,14 @@ def run_round(number: int, cells: Plan, conninfo: str, args: argparse.Namespace)
                     for view, clients in engine_cells:
                         path, method = VIEWS[view]
                         result = asyncio.run(measure(server.base_url, path, method, clients, args.warmup,
-                                                     args.seconds, args.timeout, conninfo, server.application_name))
+                                                     args.seconds, args.timeout, conninfo, server.application_name,
+                                                     server.pid, server.process.pid))
                         records.append({"round": number, "server": kind, "engine": engine, "view": view,
                                         "clients": clients, **result})
+                        cpu = result["cpu_us_per_request"]
                         print(f"  round {number} {kind:8} {engine:20} {view:6} {clients:4} clients:"
-                              f" {result['requests_per_s']:7.0f} req/s  p99 {result['p99_ms']:7.1f} ms"
+                              f" {result['requests_per_s']:7.0f} req/s  CPU {'-' if cpu is None else round(cpu):>5} µs/req"
+                              f"  p99 {result['p99_ms']:7.1f} ms"
                               f"  errors {result['non_2xx'] + result['socket_errors']}  timeouts {result['timeouts']}"
                               f"  peak conns {result['peak_server_connections']}", flush=True)
             except (RuntimeError, psycopg.OperationalError) as ex:  # psycopg: the monitor could not connect,
@@ -123,10 +134,13 @@ def report(records: list[dict[str, Any]], max_size: int) -> tuple[str, list[dict
     text = "\n".join([
         f"## Medians over rounds (ratios within a round, to {BASELINE} and to max-age-none)\n",
         markdown(*summary.table(rows)),
+        "## Gains of hybridpool's ASGI application and of NativeQuerySet (ratios within a round)\n",
+        markdown(["step", "server", "view", "clients", "req/s ratio", "CPU/req ratio", "CPU µs/req saved"],
+                 summary.gains(records)),
         "## Cost of the default reset (hybridpool) against reset=\"rollback\" (hybridpool-rollback)\n",
         markdown(["server", "view", "clients", "req/s ratio", "extra µs per request"], summary.reset_costs(records)),
         f"## Targets (max_size {max_size})\n",
-        markdown(["target", "engine", "server", "view", "clients", "verdict", "measured"], verdicts),
+        markdown(targets.HEADERS, verdicts),
     ])
     return text, rows, verdicts
 
@@ -166,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     for failure in failures:
         print(f"FAILED: {failure}")
-    path = write_results("e2e", {"args": vars(args), "machine": info, "elapsed_s": elapsed, "skipped": skipped,
-                                 "failures": failures, "records": records, "summary": rows, "targets": verdicts})
+    path = write_results("e2e", {"args": {**vars(args), "results": str(args.results)}, "machine": info,
+                                 "elapsed_s": elapsed, "skipped": skipped, "failures": failures, "records": records,
+                                 "summary": rows, "targets": verdicts}, args.results)
     path.with_suffix(".md").write_text(header + "\n" + text)
     print(f"wrote {path} and {path.with_suffix('.md').name}")
     return 0 if records else 1

@@ -23,16 +23,25 @@ MIN_SIZE = 5
 POOL_TIMEOUT = 10.0
 
 #: The engines, in the order of a round; the others' ratios are to :data:`BASELINE`'s.
-ENGINES = ("hybridpool", "hybridpool-rollback", "builtin", "geventpool", "max-age-0", "max-age-none")
+ENGINES = ("hybridpool", "hybridpool-rollback", "hybridpool-asgi", "hybridpool-native", "builtin", "geventpool",
+           "max-age-0", "max-age-none")
 BASELINE = "builtin"
 #: The zero-pool-overhead reference: one connection kept per thread or greenlet.
 REFERENCE = "max-age-none"
+#: Engines served by hybridpool's ASGI application (``hybridpool.asgi.get_asgi_application()``,
+#: :mod:`bench.app.hybrid_asgi`, uvicorn ``--lifespan on``); the others by Django's own
+#: (:mod:`bench.app.asgi`), the built-in pool always.
+HYBRID_ASGI = frozenset({"hybridpool-asgi", "hybridpool-native"})
+#: Engines whose async views read through ``hybridpool.NativeQuerySet`` (the model's ``native``
+#: manager) instead of Django's ``objects``.
+NATIVE = frozenset({"hybridpool-native"})
 #: Engines that run only under some servers.
-ONLY_ON = {"geventpool": ("gevent",)}
+ONLY_ON = {"geventpool": ("gevent",), "hybridpool-asgi": ("uvicorn",), "hybridpool-native": ("uvicorn",)}
 
 
 def runs_on(engine: str, server: str) -> bool:
-    """True if ``engine`` can serve under ``server`` (django-db-geventpool needs gevent)."""
+    """True if ``engine`` can serve under ``server`` (django-db-geventpool needs gevent, hybridpool's
+    ASGI application an ASGI server)."""
     return server in ONLY_ON.get(engine, (server,))
 
 
@@ -40,7 +49,8 @@ def database(engine: str, conninfo: str, application_name: str, max_size: int) -
     """Return the ``DATABASES`` entry of ``engine`` on ``conninfo``.
 
     :param engine: one of :data:`ENGINES`: ``hybridpool`` (default ``reset="safe"``),
-        ``hybridpool-rollback`` (``reset="rollback"``), ``builtin`` (Django's ``OPTIONS["pool"]``),
+        ``hybridpool-rollback`` (``reset="rollback"``), ``hybridpool-asgi`` and
+        ``hybridpool-native`` (as ``hybridpool``: they differ by application and views), ``builtin`` (Django's ``OPTIONS["pool"]``),
         ``geventpool`` (django-db-geventpool, ``MAX_CONNS``), ``max-age-0`` (a new connection per
         request), ``max-age-none`` (``CONN_MAX_AGE=None``: one connection per thread or greenlet).
     :param max_size: the pools' cap on server connections.
@@ -51,6 +61,8 @@ def database(engine: str, conninfo: str, application_name: str, max_size: int) -
     entries: dict[str, dict[str, Any]] = {
         "hybridpool": {"OPTIONS": {**options, "pool": pool}},
         "hybridpool-rollback": {"OPTIONS": {**options, "pool": {**pool, "reset": "rollback"}}},
+        "hybridpool-asgi": {"OPTIONS": {**options, "pool": pool}},
+        "hybridpool-native": {"OPTIONS": {**options, "pool": pool}},
         "builtin": {"ENGINE": DJANGO, "OPTIONS": {**options, "pool": pool}},
         "geventpool": {"ENGINE": GEVENTPOOL, "OPTIONS": {**options, "MAX_CONNS": max_size, "REUSE_CONNS": max_size}},
         "max-age-0": {"ENGINE": DJANGO, "OPTIONS": options},

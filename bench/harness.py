@@ -63,11 +63,11 @@ def run_patched_child(module: str, conninfo: str, args: Sequence[str] = ()) -> A
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def write_results(name: str, data: Any) -> Path:
-    """Write ``data`` to ``bench/results/<name>-<UTC time>.json`` with the Python version and the
-    hybridpool source it ran; return the path."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+def write_results(name: str, data: Any, directory: Path = RESULTS) -> Path:
+    """Write ``data`` to ``<directory>/<name>-<UTC time>.json`` (default ``bench/results/``) with
+    the Python version and the hybridpool source it ran; return the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     ran = {"python": sys.version, "hybridpool": str(Path(hybridpool.__file__).parent)}
     path.write_text(json.dumps({**ran, **data}, indent=2) + "\n")
     return path

@@ -7,17 +7,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .engines import ENGINES, runs_on
+from .engines import ENGINES, ONLY_ON, runs_on
 from .servers import SERVERS
 
-#: The views: name -> (path, HTTP method). ``async`` needs an ASGI server.
+#: The views: name -> (path, HTTP method). ``async``, ``afirst`` and ``native`` need an ASGI server.
+#: ``async`` and ``afirst`` read through NativeQuerySet for the engines of
+#: :data:`bench.engines.NATIVE`, through Django's manager for the others; ``native`` always
+#: through NativeQuerySet (natively only with a hybridpool engine under hybridpool's application).
 VIEWS: dict[str, tuple[str, str]] = {
     "one": ("/one/", "GET"),
     "five": ("/five/", "GET"),
     "async": ("/async/", "GET"),
+    "afirst": ("/afirst/", "GET"),
+    "native": ("/native/", "GET"),
     "write": ("/write/", "POST"),
 }
-ASGI_ONLY = {"async"}
+ASGI_ONLY = {"async", "afirst", "native"}
 ASGI_SERVERS = {"uvicorn"}
 
 
@@ -31,7 +36,7 @@ class Group:
     engines: tuple[str, ...]
 
 
-#: The default matrix: about 11 minutes on the 2-core development machine with the default times.
+#: The default matrix: about 12 minutes on the 2-core development machine with the default times.
 DEFAULTS = (
     Group("gevent", ("one", "five"), (10, 100, 500), ("hybridpool", "hybridpool-rollback", "builtin", "geventpool")),
     # Unpooled, 100 clients or more want as many server connections: about max_connections (100
@@ -39,6 +44,9 @@ DEFAULTS = (
     Group("gevent", ("one", "five"), (10,), ("max-age-0", "max-age-none")),
     Group("gevent", ("write",), (100,), ("hybridpool", "hybridpool-rollback", "builtin")),
     Group("uvicorn", ("async", "one"), (100,), ("hybridpool", "hybridpool-rollback", "builtin", "max-age-0", "max-age-none")),
+    # One afirst() per request: the ENGINE switch alone, + hybridpool's ASGI application,
+    # + NativeQuerySet, against the built-in pool under Django's application.
+    Group("uvicorn", ("afirst",), (10, 100), ("hybridpool", "hybridpool-asgi", "hybridpool-native", "builtin")),
     Group("gthread", ("one",), (10, 100), ("hybridpool", "builtin", "max-age-0", "max-age-none")),
 )
 
@@ -67,8 +75,8 @@ def plan(servers: Sequence[str] | None = None, engines: Sequence[str] | None = N
     Per server the engines run in :data:`bench.engines.ENGINES` order (interleaved rounds: A B C
     A B C), and each engine's cells by client count, then view: the lightest load first.
 
-    :returns: the plan, and what was left out because it cannot run (geventpool off gevent, the
-        async view under WSGI).
+    :returns: the plan, and what was left out because it cannot run (geventpool off gevent,
+        hybridpool's ASGI application or an async view under WSGI).
     :raises ValueError: an unknown server, engine or view, or a client count < 1.
     """
     servers = choose(servers, SERVERS, "--servers")
@@ -84,7 +92,7 @@ def plan(servers: Sequence[str] | None = None, engines: Sequence[str] | None = N
                         clients=tuple(clients or group.clients))
         for engine in group.engines:
             if not runs_on(engine, group.server):
-                skipped.append(f"{engine} under {group.server}: it needs gevent")
+                skipped.append(f"{engine} under {group.server}: it runs under {', '.join(ONLY_ON[engine])} only")
                 continue
             for view in group.views:
                 if view in ASGI_ONLY and group.server not in ASGI_SERVERS:

@@ -1,15 +1,20 @@
 """The servers of the end-to-end benchmark: start one on a free port of 127.0.0.1, serve, stop.
 
 Each kind runs one worker process: gunicorn's gevent worker (``gevent``), gunicorn's threaded
-worker (``gthread``) and uvicorn (``uvicorn``). Starting, waiting and stopping are the main job's
+worker (``gthread``) and uvicorn (``uvicorn``, which serves in the process it starts: no child).
+uvicorn serves Django's own ASGI application with the lifespan off (:mod:`bench.app.asgi`), or
+hybridpool's with the lifespan on (:mod:`bench.app.hybrid_asgi`) for the engines of
+:data:`bench.engines.HYBRID_ASGI`. Starting, waiting and stopping are the main job's
 (:mod:`examples.run`).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +22,8 @@ from pathlib import Path
 
 from examples.run import BIN, environment, free_port, read_log, stop, wait_until_serving
 from examples.load import HOST
+
+from .engines import HYBRID_ASGI
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,10 +38,14 @@ GUNICORN = [str(BIN / "gunicorn"), "-w", "1", "-b", f"{HOST}:{{port}}", "--log-l
 COMMANDS: dict[str, list[str]] = {
     "gevent": [*GUNICORN, "-k", "gevent", "bench.app.wsgi"],
     "gthread": [*GUNICORN, "-k", "gthread", "--threads", str(GTHREAD_THREADS), "bench.app.wsgi"],
-    "uvicorn": [str(BIN / "uvicorn"), "bench.app.asgi:application", "--host", HOST, "--port", "{port}",
-                "--workers", "1", "--no-access-log", "--lifespan", "off", "--log-level", "warning"],
+    "uvicorn": [str(BIN / "uvicorn"), "{application}", "--host", HOST, "--port", "{port}",
+                "--workers", "1", "--no-access-log", "--lifespan", "{lifespan}", "--log-level", "warning"],
 }
 SERVERS = tuple(COMMANDS)
+#: uvicorn's application and ``--lifespan``: Django's own (which refuses the lifespan protocol), or
+#: hybridpool's (whose ``lifespan.startup`` marks the loop as serving, as NativeQuerySet requires).
+DJANGO_ASGI = {"application": "bench.app.asgi:application", "lifespan": "off"}
+HYBRIDPOOL_ASGI = {"application": "bench.app.hybrid_asgi:application", "lifespan": "on"}
 
 MIGRATE_SECONDS = 120.0
 
@@ -47,6 +58,9 @@ class Server:
     application_name: str
     process: subprocess.Popen[bytes]
     log: str = ""  # the end of its output, once stopped
+    #: The process that serves requests (``/stats/`` tells): gunicorn's worker, a child of
+    #: ``process`` (its arbiter); uvicorn's ``process`` itself.
+    pid: int = 0
 
 
 def bench_environment(name: str, engine: str, conninfo: str, max_size: int, port: int = 0) -> dict[str, str]:
@@ -70,6 +84,18 @@ def migrate(conninfo: str) -> None:
         raise RuntimeError(f"migrate failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
 
+def command(kind: str, engine: str, port: int) -> list[str]:
+    """The command line of a server of ``kind`` serving ``engine`` on ``port``."""
+    application = HYBRIDPOOL_ASGI if engine in HYBRID_ASGI else DJANGO_ASGI
+    return [part.format(port=port, **application) for part in COMMANDS[kind]]
+
+
+def serving_pid(base_url: str) -> int:
+    """The pid of the process that answers ``/stats/`` (the worker)."""
+    with urllib.request.urlopen(f"{base_url}/stats/", timeout=10) as response:
+        return int(json.load(response)["pid"])
+
+
 @contextmanager
 def serve(kind: str, engine: str, conninfo: str, max_size: int, name: str) -> Iterator[Server]:
     """Run a server of ``kind`` (one of :data:`SERVERS`) with ``engine`` until the block ends.
@@ -79,13 +105,13 @@ def serve(kind: str, engine: str, conninfo: str, max_size: int, name: str) -> It
     """
     port = free_port()
     env = bench_environment(name, engine, conninfo, max_size, port)
-    command = [part.format(port=port) for part in COMMANDS[kind]]
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command(kind, engine, port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         server = Server(f"http://{HOST}:{port}", env["HYBRIDPOOL_APPLICATION_NAME"], process)
         try:
             wait_until_serving(process, server.base_url, log)
+            server.pid = serving_pid(server.base_url)
             yield server
         finally:
             stop(process)

@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from hybridpool import NativeQuerySet
+
 #: Rows the migration inserts; the views cycle through their keys 1..ROWS.
 ROWS = 100
 
@@ -11,3 +13,8 @@ class Item(models.Model):
 
     name = models.CharField(max_length=100)
     hits = models.IntegerField(default=0)
+
+    objects = models.Manager()
+    #: The same rows through ``hybridpool.NativeQuerySet``: its async reads run on the event loop
+    #: (on a loop hybridpool's ASGI application serves, with a hybridpool alias), else as Django's.
+    native = NativeQuerySet.as_manager()

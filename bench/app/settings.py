@@ -1,14 +1,15 @@
 """Settings of the benchmark's Django project, chosen by the environment.
 
 ``DATABASE_URL`` (conninfo of the database), ``BENCH_ENGINE`` (one of
-:data:`bench.engines.ENGINES`), ``HYBRIDPOOL_MAX_SIZE`` (the pools' cap, default 20) and
+:data:`bench.engines.ENGINES`; for those of :data:`bench.engines.NATIVE` the async views read
+through ``NativeQuerySet``), ``HYBRIDPOOL_MAX_SIZE`` (the pools' cap, default 20) and
 ``HYBRIDPOOL_APPLICATION_NAME`` (what ``pg_stat_activity`` shows for this server's connections).
 No middleware, no sessions, DEBUG off: a request costs the handler, the view and the database.
 """
 
 import os
 
-from bench.engines import database
+from bench.engines import NATIVE, database
 
 SECRET_KEY = "hybridpool-bench-not-a-secret"
 DEBUG = False
@@ -19,9 +20,13 @@ MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "bench.app.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+BENCH_ENGINE = os.environ.get("BENCH_ENGINE", "hybridpool")
+#: The async views read through ``Item.native`` (NativeQuerySet) instead of ``Item.objects``.
+BENCH_NATIVE = BENCH_ENGINE in NATIVE
+
 DATABASES = {
     "default": database(
-        os.environ.get("BENCH_ENGINE", "hybridpool"),
+        BENCH_ENGINE,
         os.environ["DATABASE_URL"],
         application_name=os.environ.get("HYBRIDPOOL_APPLICATION_NAME", "hybridpool-bench"),
         max_size=int(os.environ.get("HYBRIDPOOL_MAX_SIZE", "20")),

@@ -8,6 +8,8 @@ urlpatterns = [
     path("one/", views.one),
     path("five/", views.five),
     path("async/", views.async_one),
+    path("afirst/", views.afirst),
+    path("native/", views.native),
     path("write/", views.write),
     path("stats/", views.stats),
 ]
