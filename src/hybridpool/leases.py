@@ -68,7 +68,21 @@ class Lease:
 
 
 class _Sentinel:
-    """Lives in a borrower's thread-local storage: collected when the borrower ends."""
+    """Lives in a borrower's thread-local storage, which CPython clears when a thread exits and
+    gevent when a greenlet dies: its ``__del__`` tells the table, held weakly (a borrower that lives
+    on, the main thread, does not keep a closed pool's table alive). A ``__del__`` rather than a
+    ``weakref.finalize``: a borrower's first lease, per request thread under Django's own ASGI
+    handler, makes one."""
+
+    __slots__ = ("leases", "borrower")
+
+    def __init__(self, leases: weakref.ref[Leases], borrower: weakref.ref[Any]) -> None:
+        self.leases = leases
+        self.borrower = borrower
+
+    def __del__(self) -> None:
+        if (leases := self.leases()) is not None:
+            leases._ended(self.borrower)
 
 
 class Leases:
@@ -110,8 +124,7 @@ class Leases:
         """Keep the calling borrower in its local storage, with the sentinel that tells ``wake``."""
         self._local.borrower = borrower = self._borrower()
         if self._wake is not None:
-            self._local.sentinel = sentinel = _Sentinel()
-            weakref.finalize(sentinel, _borrower_ended, weakref.ref(self), borrower)
+            self._local.sentinel = _Sentinel(weakref.ref(self), borrower)
         return borrower
 
     def _ended(self, borrower: weakref.ref[Any]) -> None:
@@ -156,13 +169,6 @@ class Leases:
             for lease in late:
                 lease.reported = True
         return late
-
-
-def _borrower_ended(ref: weakref.ref[Leases], borrower: weakref.ref[Any]) -> None:
-    """The finalizer of a borrower's sentinel: holds the table weakly, so that a borrower that
-    lives on (the main thread) does not keep a closed pool's table alive."""
-    if (leases := ref()) is not None:
-        leases._ended(borrower)
 
 
 def reclaim(pool: Any, leases: Leases) -> int:
