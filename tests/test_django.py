@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, OperationalError, connection, connections, transaction
 from django.db.backends.postgresql.base import ServerBindingCursor
+from django.test.utils import CaptureQueriesContext
 
 import hybridpool
 from tests.testapp.models import Item
@@ -418,3 +419,11 @@ def test_a_borrower_that_listened_has_its_reset_sent_on_return():
     *state, backend = read_state("tiny")
     assert backend == pid and tuple(state) == CLEAN  # no channel left, even in the first statement
     assert not last_query(pid).startswith("CLOSE ALL")  # sent on its own: UNLISTEN must be done first
+
+
+def test_a_carried_reset_is_not_in_the_statement_django_records():
+    leave_dirty("tiny")
+    with CaptureQueriesContext(connections["tiny"]) as captured, connections["tiny"].cursor() as cursor:
+        cursor.execute("SELECT %s::int", [7])  # carries the reset
+    connections["tiny"].close()
+    assert [query["sql"] for query in captured.captured_queries] == ["SELECT 7::int"]

@@ -43,6 +43,7 @@ from . import session
 CARRIED = ("CLOSE ALL", "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "DEALLOCATE ALL", "UNLISTEN *",
            "SELECT pg_advisory_unlock_all()", "DISCARD PLANS", "DISCARD TEMP", "DISCARD SEQUENCES")
 CARRIER = "; ".join(CARRIED) + ";\n"
+_CARRIER_BYTES = CARRIER.encode("ascii")  # the same bytes in any client encoding PostgreSQL has
 
 #: The statements that may carry the reset: one statement (no ``;`` but a last one) that reads
 #: or writes rows. Not a transaction control (``BEGIN`` would take the reset into a transaction
@@ -60,10 +61,11 @@ def _carrying(cursor: Any, query: Any, kwargs: dict[str, Any]) -> bool:
             and conn.pgconn.transaction_status == TransactionStatus.IDLE)
 
 
-def _skip_reset_results(cursor: Any) -> None:
-    """Make the statement's result the cursor's current one, past the reset's: with psycopg's
-    private ``_select_current_result`` (3.0-3.3) in one step where it has it, else with
-    ``nextset()`` once per result of the reset."""
+def _present_statement(cursor: Any) -> None:
+    """Show the borrower's statement alone once it ran: its result the cursor's current one, past
+    the reset's (psycopg's private ``_select_current_result``, 3.0-3.3, in one step where it has
+    it, else ``nextset()`` once per result of the reset), and the query the cursor reports
+    (``cursor.query``, which Django's ``connection.queries`` records) without the reset."""
     select = getattr(cursor, "_select_current_result", None)
     results = getattr(cursor, "_results", None)
     if select is not None and isinstance(results, list) and len(results) > len(CARRIED):
@@ -71,6 +73,9 @@ def _skip_reset_results(cursor: Any) -> None:
     else:
         for _ in CARRIED:
             cursor.nextset()
+    sent = getattr(cursor, "_query", None)
+    if sent is not None and isinstance(sent.query, bytes) and sent.query.startswith(_CARRIER_BYTES):
+        sent.query = sent.query[len(_CARRIER_BYTES):]
 
 
 class _Carry:
@@ -122,7 +127,7 @@ class ResettingCursor(DjangoCursor):  # type: ignore[misc]
             else:
                 with _Carry(self.connection):
                     super().execute(CARRIER + query, params, **kwargs)
-                _skip_reset_results(self)
+                _present_statement(self)
                 return self
         return super().execute(query, params, **kwargs)
 
@@ -184,6 +189,6 @@ class AsyncResettingCursor(psycopg.AsyncClientCursor[Any]):
             else:
                 with _Carry(self.connection):
                     await super().execute(CARRIER + query, params, **kwargs)
-                _skip_reset_results(self)
+                _present_statement(self)
                 return self
         return await super().execute(query, params, **kwargs)

@@ -3,16 +3,25 @@
 Downloads the source distribution of the installed Django once (into ``.cache/django_suite/``,
 git-ignored), installs the few test requirements the chosen modules need, and runs Django's
 ``tests/runtests.py`` on one PostgreSQL server (``DATABASE_URL``, else a throwaway embedded one) in
-four configurations:
+six configurations:
 
-========== ================================== ============================== ==========
-name       ENGINE                             runner                         reference
-========== ================================== ============================== ==========
-stock      django.db.backends.postgresql      runtests.py --parallel N
-thread     hybridpool, ``driver: "thread"``   runtests.py --parallel N       stock
-stock-gev  django.db.backends.postgresql      python -m gevent.monkey, 1
-gevent     hybridpool, ``driver: "gevent"``   python -m gevent.monkey, 1     stock-gev
-========== ================================== ============================== ==========
+=============== ================================== ============================== ===============
+name            ENGINE                             runner                         reference
+=============== ================================== ============================== ===============
+stock           django.db.backends.postgresql      runtests.py --parallel N
+thread          hybridpool, ``driver: "thread"``   runtests.py --parallel N       stock
+stock-gev       django.db.backends.postgresql      python -m gevent.monkey, 1
+gevent          hybridpool, ``driver: "gevent"``   python -m gevent.monkey, 1     stock-gev
+stock-committed django.db.backends.postgresql      runtests.py --parallel N
+native          hybridpool, ``driver: "thread"``   runtests.py --parallel N       stock-committed
+=============== ================================== ============================== ===============
+
+The last two run :data:`NATIVE_MODULES` (Django's async tests and the modules whose tests call
+QuerySet's bounded async reads) with ``native_hook.py``: every QuerySet's ``aget``, ``afirst``, ...
+are NativeQuerySet's, and TestCase's data is committed (a native read, on a pooled connection of
+its own, could not see a test transaction's); ``native`` also sets ``HYBRIDPOOL_NATIVE=force`` so
+that these reads do run natively under Django's runner, and fails unless at least
+:data:`NATIVE_SHARE` of them did (``hybridpool.native.stats`` of every process, summed).
 
 The patched runs are serial: Django's parallel runner deadlocks under gevent's monkey-patching
 (``multiprocessing.Pool``'s result-handler thread becomes a greenlet that blocks the whole process
@@ -29,9 +38,11 @@ each configuration's whole run.
 Prints Django's summary line per configuration, then the regressions: tests that fail or error
 with hybridpool and pass with the stock backend under the same runner (:meth:`Run.regressions`).
 Exits 1 if there are any (beyond :data:`EXPECTED`), or if a hybridpool run aborted, hung, timed out
-or could not drop its test databases; 2 if a stock reference run produced no results.
+or could not drop its test databases, or too few of ``native``'s reads ran natively; 2 if a stock
+reference run produced no results.
 
-Usage: ``.venv/bin/python tests/django_suite/run.py [--parallel N] [--timeout S] [--test-timeout S] [label ...]``
+Usage: ``.venv/bin/python tests/django_suite/run.py [--configs A,B] [--parallel N] [--timeout S]
+[--test-timeout S] [label ...]``
 """
 
 from __future__ import annotations
@@ -163,6 +174,7 @@ class Run:
     #: committed configurations: reads by path (hybridpool.native.stats summed over the processes),
     #: why reads took the thread path or were retried (with example test ids), processes counted
     paths: dict[str, int] = field(default_factory=dict)
+    methods: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     processes: int = 0
@@ -334,6 +346,7 @@ def read_native_stats(result: Run, path: Path) -> None:
     ``native`` configuration, a problem unless at least :data:`NATIVE_SHARE` of the reads (and at
     least one) ran natively."""
     paths: dict[str, int] = defaultdict(int)
+    methods: dict[str, int] = defaultdict(int)
     reasons: dict[str, int] = defaultdict(int)
     examples: dict[str, list[str]] = defaultdict(list)
     lines = path.read_text().splitlines() if path.exists() else []
@@ -341,11 +354,14 @@ def read_native_stats(result: Run, path: Path) -> None:
         data = json.loads(line)
         for key, count in data["stats"].items():
             paths[key] += count
+        for key, count in data["methods"].items():
+            methods[key] += count
         for key, count in data["reasons"].items():
             reasons[key] += count
         for key, tests in data["examples"].items():
             examples[key].extend(test for test in tests if test not in examples[key])
-    result.paths, result.reasons, result.examples, result.processes = dict(paths), dict(reasons), dict(examples), len(lines)
+    result.paths, result.methods, result.reasons = dict(paths), dict(methods), dict(reasons)
+    result.examples, result.processes = dict(examples), len(lines)
     if not result.config.native or result.problem:
         return
     native, total = paths["native"], paths["native"] + paths["thread"] + paths["retried"]
@@ -358,8 +374,9 @@ def read_native_stats(result: Run, path: Path) -> None:
 
 def native_line(run: Run) -> str:
     paths = run.paths
+    by_method = ", ".join(f"{name} {count}" for name, count in sorted(run.methods.items(), key=lambda item: -item[1]))
     return (f"native reads: {paths.get('native', 0)} native, {paths.get('thread', 0)} thread,"
-            f" {paths.get('retried', 0)} retried ({run.processes} processes)")
+            f" {paths.get('retried', 0)} retried ({run.processes} processes; by method: {by_method or 'none'})")
 
 
 def drop_test_databases(config: Config, url: str, parallel: int) -> None:
@@ -460,8 +477,8 @@ def main() -> int:
     tests = django_tests()
     install_requirements(tests)
     with embedded.server_url() as url:
-        default = args.labels or list(MODULES)
-        committed = args.labels or list(NATIVE_MODULES)
+        default = (args.labels or list(MODULES)) if any(not config.committed for config in configs) else []
+        committed = (args.labels or list(NATIVE_MODULES)) if any(config.committed for config in configs) else []
         runnable, template = prepare_server(url, list(dict.fromkeys([*default, *committed])))
         labels = [label for label in default if label in runnable]
         native_labels = [label for label in committed if label in runnable]
