@@ -110,7 +110,8 @@ LISTEN = re.compile(r"\blisten\b", re.IGNORECASE)
 
 
 def _note_listen(conn: Any, query: Any) -> None:
-    if not isinstance(query, str) or LISTEN.search(query):
+    """Mark ``conn`` if ``query`` names ``LISTEN`` (a substring test first: on every statement)."""
+    if not isinstance(query, str) or (("isten" in query or "ISTEN" in query) and LISTEN.search(query)):
         setattr(conn, session.LISTENED, True)
 
 

@@ -133,19 +133,19 @@ class Leases:
         if any(lease.borrower is borrower for lease in list(self._leases.values())):
             self._wake()  # type: ignore[misc]
 
-    def assign(self, conn: Any, borrower: weakref.ref[Any], holder: weakref.ref[Any] | None = None) -> None:
-        """Make ``borrower`` the borrower of lent ``conn``, held through ``holder``: the connection
-        is a stray only when the borrower ends or the holder is gone.
+    def assign(self, conn: Any, holder: weakref.ref[Any], *, shared: bool = False) -> None:
+        """Record that lent ``conn`` is held through ``holder`` (a Django connection wrapper): it
+        is a stray once its borrower ends or the holder is gone. With ``shared``, the holder is the
+        borrower too: the wrapper is shared between threads (``inc_thread_sharing()``), and the
+        thread or greenlet that took the connection may end while others use it.
 
-        Django's connection of a greenlet or thread may be opened by another one it is shared
-        with (``inc_thread_sharing()``); the borrower is the wrapper's owner, not the one that
-        happened to connect, and the holder the wrapper: a wrapper dropped with its connection
-        (collected) gives it back, rolled back, as the stock backend's connection is closed then.
+        A wrapper dropped with its connection (collected) gives it back, rolled back, as the stock
+        backend's connection is closed then. One dictionary look-up and attribute sets: no lock.
         """
-        with self._lock:
-            if (lease := self._leases.get(id(conn))) is not None:
-                lease.borrower = borrower
-                lease.holder = holder
+        if (lease := self._leases.get(id(conn))) is not None:
+            lease.holder = holder
+            if shared:
+                lease.borrower = holder
 
     def end(self, conn: Any) -> Lease | None:
         """Record that ``conn`` came back; return its lease (None if it was not lent)."""

@@ -44,10 +44,6 @@ class DatabaseWrapperMixin:
     #: Test databases are created, cloned and destroyed with this alias's pools closed.
     creation_class = DatabaseCreation
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        # Django makes a wrapper per greenlet or thread, in it: the holder of its connections.
-        self.owner = runtime.current_borrower()
 
     @cached_property
     def pool_config(self) -> PoolConfig:
@@ -69,7 +65,8 @@ class DatabaseWrapperMixin:
         computed once per pool, not once per request.
         """
         if self.pooled:
-            return dict(self.get_pool().kwargs)
+            self._lender = pool = self.get_pool()  # for get_new_connection, next
+            return dict(pool.kwargs)
         return self.django_connection_params()
 
     def django_connection_params(self) -> dict[str, Any]:
@@ -110,10 +107,10 @@ class DatabaseWrapperMixin:
         :raises ImproperlyConfigured: when the pool is built: ``CONN_MAX_AGE`` is not 0, or a pool
             setting is wrong.
         """
-        if not self.pooled:
-            return None
         lender = getattr(self.connection, "_pool", None)  # type: ignore[attr-defined]
-        return lender if lender is not None else self.get_pool()
+        if lender is not None:
+            return lender
+        return self.get_pool() if self.pooled else None
 
     def check_settings(self) -> None:
         """Django's checks, then the pool settings'; runs at every ``connect()``, so a wrong setting
@@ -178,6 +175,7 @@ class DatabaseWrapperMixin:
         """
         registry.close_all(self.alias)
         self.__dict__.pop("pool_config", None)  # the next pool reads the settings as they are then
+        self.__dict__.pop("_lender", None)
 
     @async_unsafe
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -191,7 +189,7 @@ class DatabaseWrapperMixin:
         level = self.isolation_level_option
         # As Django's backend: READ COMMITTED unless OPTIONS say otherwise, set before autocommit.
         self.isolation_level = IsolationLevel.READ_COMMITTED if level is None else level
-        pool = self.get_pool()
+        pool = self.__dict__.pop("_lender", None) or self.get_pool()
         connection = pool.getconn()
         self._hold(connection, pool)
         if level is not None:
@@ -200,10 +198,11 @@ class DatabaseWrapperMixin:
 
     def _hold(self, connection: Any, pool: Pool) -> None:
         """Make this wrapper the holder of its lent ``connection``, borrowed by the thread or
-        greenlet that owns the wrapper, or, while the wrapper is shared between threads
+        greenlet that owns the wrapper (the one that took it: Django lets no other use a wrapper
+        that is not shared), or, while the wrapper is shared between threads
         (``inc_thread_sharing``), by the wrapper itself, until it is closed or collected."""
         holder = weakref.ref(self)
-        pool.leases.assign(connection, holder if self.allow_thread_sharing else self.owner, holder)  # type: ignore[attr-defined]
+        pool.leases.assign(connection, holder, shared=self.allow_thread_sharing)  # type: ignore[attr-defined]
 
     def inc_thread_sharing(self) -> None:
         """Django's; a connection opened before the wrapper is shared is then borrowed by the
