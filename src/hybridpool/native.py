@@ -91,12 +91,14 @@ async def run_bridged(function: Callable[[], T]) -> T:
 
 class BridgedCursor:
     """A DB-API cursor for Django's ``CursorWrapper`` over a psycopg async cursor: each method
-    awaits its twin through the bridge."""
+    awaits its twin through the bridge; ``execute`` marks ``wrapper`` as having sent a query."""
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, cursor: Any, wrapper: NativeWrapper) -> None:
         self._cursor = cursor
+        self._wrapper = wrapper
 
     def execute(self, query: Any, params: Any = None) -> BridgedCursor:
+        self._wrapper.queried = True
         await_(self._cursor.execute(query, params))
         return self
 
@@ -123,18 +125,6 @@ class BridgedCursor:
         return getattr(self._cursor, name)
 
 
-class _CallCursor(BridgedCursor):
-    """A bridged cursor that marks its native wrapper as having sent a query."""
-
-    def __init__(self, wrapper: NativeWrapper, cursor: Any) -> None:
-        super().__init__(cursor)
-        self._wrapper = wrapper
-
-    def execute(self, query: Any, params: Any = None) -> BridgedCursor:
-        self._wrapper.queried = True
-        return super().execute(query, params)
-
-
 class NativeWrapper:
     """The part of a Django connection wrapper for a native call: its ``connection`` is the call's
     :class:`psycopg.AsyncConnection` (set by :func:`run_native`), its cursors are bridged; it never
@@ -156,7 +146,7 @@ class NativeWrapper:
     def create_cursor(self, name: str | None = None) -> BridgedCursor:
         if name is not None:
             raise SynchronousOnlyOperation("a server-side cursor is not a bounded read")
-        return _CallCursor(self, self.connection.cursor())
+        return BridgedCursor(self.connection.cursor(), self)
 
     def close(self) -> None:
         self.connection = None
