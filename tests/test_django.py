@@ -403,6 +403,44 @@ def test_a_request_whose_first_statement_is_in_a_transaction_finds_the_session_c
     assert backend == pid and tuple(state) == CLEAN
 
 
+def test_a_transaction_s_first_statement_carries_the_reset_which_holds_once_committed():
+    pid = leave_dirty("tiny")
+    with transaction.atomic(using="tiny"), connections["tiny"].cursor() as cursor:
+        cursor.execute(STATE)  # after psycopg's BEGIN: the reset and the statement, one message
+        *state, backend = cursor.fetchone()
+        carried = last_query(pid)
+    with connections["tiny"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        after_commit = last_query(pid)
+    connections["tiny"].close()
+    assert backend == pid and tuple(state) == CLEAN
+    assert carried.startswith("CLOSE ALL;") and carried.endswith(STATE)
+    assert after_commit == "SELECT 1"  # committed: not carried again
+
+
+class Abort(Exception):
+    pass
+
+
+@pytest.mark.parametrize("end", ["exception", "failed-statement", "rollback-sql"])
+def test_a_transaction_that_carried_the_reset_and_rolled_back_leaves_it_pending(end):
+    pid = leave_dirty("tiny")
+    tiny = connections["tiny"]
+    try:
+        with transaction.atomic(using="tiny"), tiny.cursor() as cursor:
+            if end == "failed-statement":
+                cursor.execute("SELECT 1 / 0")  # carries the reset, fails: both taken back
+            cursor.execute("SELECT 1")
+            if end == "rollback-sql":
+                cursor.execute("ROLLBACK")  # out of Django's sight
+                transaction.set_rollback(True, using="tiny")
+            raise Abort
+    except (Abort, DatabaseError):
+        pass
+    *state, backend = read_state("tiny")  # the same request: the reset, taken back, is carried again
+    assert backend == pid and tuple(state) == CLEAN
+
+
 def test_raw_psycopg_use_of_a_lent_connection_finds_the_session_clean():
     pid = leave_dirty("tiny")
     with hybridpool.connection("tiny") as conn:

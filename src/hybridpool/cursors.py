@@ -12,13 +12,16 @@ same message: nothing of the previous borrower reaches it.
 
 A statement carries the reset only when it can: a ``str`` of one statement that reads or writes
 rows (:data:`CARRIABLE`), run by a client-side-binding cursor (Django's default: psycopg's simple
-query protocol takes several statements) in autocommit. Anything else first sends the reset on
-its own and waits for it (:func:`hybridpool.session.flush_reset`): a transaction
-(``transaction()``, or a statement after ``autocommit = False``: ``BEGIN`` would take the reset
-into a transaction the borrower may roll back), another kind of statement, a pipeline, a
-server-side or binary cursor, ``executemany``, ``copy``, ``stream``, ``notifies``, two-phase
-commit. If the statement fails, the implicit transaction takes the reset's changes back with it:
-the reset is pending again, and the borrower's next statement carries it. A borrower that ran ``LISTEN``
+query protocol takes several statements), in autocommit or as the first statement of a
+transaction (Django's ``atomic()``, ``ATOMIC_REQUESTS``: psycopg sends ``BEGIN``, then the reset
+and the statement). Anything else first sends the reset on its own and waits for it
+(:func:`hybridpool.session.flush_reset`): psycopg's ``transaction()``, another kind of statement,
+a pipeline, a server-side or binary cursor, ``executemany``, ``copy``, ``stream``, ``notifies``,
+two-phase commit. If the statement fails, its transaction (implicit, or the one it began) takes
+the reset's changes back with it: the reset is pending again, and the borrower's next statement
+carries it. A reset carried into a transaction holds once ``commit()`` succeeds; a transaction
+that ends any other way (a rollback, a failed commit, ``COMMIT`` sent as SQL) leaves it pending
+again (:data:`~hybridpool.session.RESET_PROVISIONAL`). A borrower that ran ``LISTEN``
 gets its reset sent on return, as for any other pool (``UNLISTEN``, carried, would only take
 effect as the next borrower's first statement ends). Notifications received while the carried
 reset runs are the previous borrower's: they are dropped.
@@ -53,10 +56,12 @@ CARRIABLE = re.compile(r"\s*(?:(?:select|insert|update|delete|with|values|table|
                        re.IGNORECASE | re.DOTALL)
 
 
-def _carrying(cursor: Any, query: Any, kwargs: dict[str, Any]) -> bool:
-    """Whether ``cursor``'s ``execute(query, **kwargs)`` can carry its connection's pending reset."""
+def _carrying(cursor: Any, query: Any, kwargs: dict[str, Any], *, into_transaction: bool = False) -> bool:
+    """Whether ``cursor``'s ``execute(query, **kwargs)`` can carry its connection's pending reset:
+    in autocommit, or ``into_transaction`` the one psycopg begins for it."""
     conn = cursor.connection
-    return (isinstance(query, str) and CARRIABLE.match(query) is not None and conn.autocommit
+    return (isinstance(query, str) and CARRIABLE.match(query) is not None
+            and (conn.autocommit or into_transaction)
             and not kwargs.get("binary") and conn._pipeline is None
             and conn.pgconn.transaction_status == TransactionStatus.IDLE)
 
@@ -121,13 +126,15 @@ class ResettingCursor(DjangoCursor):  # type: ignore[misc]
     carries_reset = True
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        _note_listen(self.connection, query)
-        if getattr(self.connection, session.RESET_PENDING, False):
-            if not _carrying(self, query, kwargs):
-                session.flush_reset(self.connection)
+        conn = self.connection
+        _note_listen(conn, query)
+        if session.reset_due(conn):
+            if not _carrying(self, query, kwargs, into_transaction=True):
+                session.flush_reset(conn)
             else:
-                with _Carry(self.connection):
+                with _Carry(conn):
                     super().execute(CARRIER + query, params, **kwargs)
+                setattr(conn, session.RESET_PROVISIONAL, not conn.autocommit)
                 _present_statement(self)
                 return self
         return super().execute(query, params, **kwargs)
@@ -150,6 +157,10 @@ class PooledConnection(psycopg.Connection[Any]):
     ``execute`` sends its pending reset first."""
 
     carries_reset = True
+
+    def commit(self) -> None:
+        super().commit()
+        setattr(self, session.RESET_PROVISIONAL, False)  # a reset carried into it holds
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         cursor = super().cursor(*args, **kwargs)
@@ -184,7 +195,7 @@ class AsyncResettingCursor(psycopg.AsyncClientCursor[Any]):
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         _note_listen(self.connection, query)
-        if getattr(self.connection, session.RESET_PENDING, False):
+        if session.reset_due(self.connection):
             if not _carrying(self, query, kwargs):
                 await session.aflush_reset(self.connection)
             else:

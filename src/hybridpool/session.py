@@ -272,6 +272,11 @@ RESET_SENT = "_hybridpool_reset_sent"
 #: it (:mod:`hybridpool.cursors`), or :func:`flush_reset` sends it.
 RESET_PENDING = "_hybridpool_reset_pending"
 
+#: The mark of a connection whose reset was carried into a transaction that has not ended yet:
+#: the reset holds if the transaction commits; if it rolls back, so does the reset, which is then
+#: pending again (:func:`reset_due`).
+RESET_PROVISIONAL = "_hybridpool_reset_provisional"
+
 
 #: The mark of a connection on which a statement naming ``LISTEN`` ran since it was lent.
 LISTENED = "_hybridpool_listened"
@@ -286,17 +291,27 @@ def carries_reset(conn: psycopg.BaseConnection[Any]) -> bool:
             and not getattr(conn, LISTENED, False) and reset_query(conn) == SAFE_RESET)
 
 
+def reset_due(conn: psycopg.BaseConnection[Any]) -> bool:
+    """True if ``conn``'s reset is pending: never sent, or carried into a transaction that ended
+    without a commit (:data:`RESET_PROVISIONAL`; a transaction that ended out of sight of
+    :class:`~hybridpool.cursors.PooledConnection`'s ``commit()`` counts as rolled back)."""
+    if getattr(conn, RESET_PROVISIONAL, False) and conn.pgconn.transaction_status == TransactionStatus.IDLE:
+        setattr(conn, RESET_PROVISIONAL, False)
+        setattr(conn, RESET_PENDING, True)
+    return getattr(conn, RESET_PENDING, False)
+
+
 def flush_reset(conn: psycopg.Connection[Any]) -> None:
     """Run a pending reset now, on its own (:func:`send_reset` and :func:`finish_reset`): what
-    uses the connection cannot carry it.
+    uses the connection cannot carry it. Not in a failed transaction (its carrying statement
+    failed; only its rollback, which takes the reset back too, can run): the reset stays pending.
 
     :raises psycopg.OperationalError: as :func:`finish_reset`.
     """
-    if getattr(conn, RESET_PENDING, False):
+    if reset_due(conn) and not conn.closed and conn.pgconn.transaction_status == TransactionStatus.IDLE:
         setattr(conn, RESET_PENDING, False)
-        if not conn.closed:
-            send_reset(conn)
-            finish_reset(conn)
+        send_reset(conn)
+        finish_reset(conn)
 
 
 async def aflush_reset(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -432,6 +447,7 @@ def make_reset(reset: str | Callable[..., Any], *, send_only: bool = False) -> C
         if reset == "safe":
             if carries_reset(conn):
                 setattr(conn, RESET_PENDING, True)
+                setattr(conn, RESET_PROVISIONAL, False)
             else:
                 setattr(conn, LISTENED, False)
                 send_reset(conn)
