@@ -394,15 +394,6 @@ def test_a_first_statement_that_fails_or_cannot_carry_the_reset_still_finds_the_
     assert backend == pid and tuple(state) == CLEAN
 
 
-def test_a_request_whose_first_statement_is_in_a_transaction_finds_the_session_clean():
-    pid = leave_dirty("tiny")
-    with transaction.atomic(using="tiny"), connections["tiny"].cursor() as cursor:
-        cursor.execute(STATE)
-        *state, backend = cursor.fetchone()
-    connections["tiny"].close()
-    assert backend == pid and tuple(state) == CLEAN
-
-
 def test_a_transaction_s_first_statement_carries_the_reset_which_holds_once_committed():
     pid = leave_dirty("tiny")
     with transaction.atomic(using="tiny"), connections["tiny"].cursor() as cursor:

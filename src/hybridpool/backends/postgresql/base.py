@@ -44,7 +44,6 @@ class DatabaseWrapperMixin:
     #: Test databases are created, cloned and destroyed with this alias's pools closed.
     creation_class = DatabaseCreation
 
-
     @cached_property
     def pool_config(self) -> PoolConfig:
         """The validated pool settings of this alias: ``OPTIONS["pool"]`` and the peers' settings,
