@@ -19,9 +19,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from hybridpool import close_all, create_pool, embedded
+from hybridpool import PoolConfig, close_all, create_pool, embedded
 from hybridpool.migration import PEER_KEYS
-from hybridpool.runtime import gevent_active
+from hybridpool.runtime import driver_for, gevent_active, pool_class
 from tests import gis  # PostGIS tests (tests/test_postgis.py)
 
 GEVENT = gevent_active()
@@ -242,11 +242,15 @@ def make_pool(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     """Build pools of the driver under test; each gets its own application_name (``pool.app``)."""
     pools = []
 
-    def make(kwargs: dict[str, Any] | None = None, **settings: Any) -> Any:
+    def make(kwargs: dict[str, Any] | None = None, *, opened_by_constructor: bool = False, **settings: Any) -> Any:
         app = f"hp-{uuid.uuid4().hex[:10]}"
         settings.setdefault("min_size", 1)
-        pool = create_pool(_state["conninfo"], kwargs={"application_name": app, **(kwargs or {})},
-                           driver=request.param, **settings)
+        kwargs = {"application_name": app, **(kwargs or {})}
+        if opened_by_constructor:  # the driver's class, open=True, as psycopg_pool's users build one
+            config = PoolConfig.from_mapping({**settings, "driver": request.param})
+            pool = pool_class(driver_for(config))(_state["conninfo"], kwargs=kwargs, config=config, open=True)
+        else:
+            pool = create_pool(_state["conninfo"], kwargs=kwargs, driver=request.param, **settings)
         pool.app = app
         pools.append(pool)
         return pool

@@ -17,6 +17,7 @@ INVALID = [
     ({"max_size": 0}, "max_size", "= 0 (int): must be an int >= 1"),
     ({"max_size": "10"}, "max_size", "= '10' (str): must be an int >= 1"),
     ({"min_size": 5, "max_size": 2}, "max_size", "= 2 (int): must be an int >= 5 (min_size is 5)"),
+    ({"min_size": 0}, "max_size", "= None (NoneType): must be set (an int >= 1) when min_size is 0"),
     ({"min_size": True}, "min_size", "= True (bool): must be an int >= 0"),
     ({"timeout": 0}, "timeout", "= 0 (int): must be a number of seconds > 0"),
     ({"timeout": -1.5}, "timeout", "= -1.5 (float): must be a number of seconds > 0"),
@@ -56,8 +57,9 @@ def test_invalid_django_pool_option_names_key_value_and_what_is_allowed(settings
 
 @pytest.mark.parametrize(("settings", "key", "message"), INVALID)
 def test_invalid_keyword_is_refused_before_any_connection(settings, key, message):
-    with pytest.raises(ImproperlyConfigured) as raised:
+    with pytest.raises(ValueError) as raised:  # and ImproperlyConfigured: psycopg_pool's error and Django's
         create_pool("host=/nonexistent", **settings)
+    assert isinstance(raised.value, ImproperlyConfigured)
     assert repr(key) in str(raised.value)
     assert message in str(raised.value)
 
@@ -149,16 +151,21 @@ def test_max_waiting_refuses_the_caller_past_it():
     assert cap.enqueue("c")
 
 
-def test_trim_idle_keeps_min_size_and_the_recently_used():
+def test_shrink_closes_one_connection_per_period_unused_throughout_and_keeps_min_size():
     cap = Capacity(min_size=1, max_size=4)
-    cap.nconns = 4
-    used = {"old1": 1.0, "old2": 2.0, "old3": 3.0, "new": 10.0}
-    cap.idle = ["old1", "old2", "old3", "new"]  # LIFO: the oldest at the bottom
-    assert cap.trim_idle(oldest_allowed=5.0, used_at=used.__getitem__) == ["old1", "old2", "old3"]
-    assert cap.idle == ["new"] and cap.nconns == 1
-    cap.idle, cap.nconns = ["old1", "new"], 2
-    assert cap.trim_idle(oldest_allowed=5.0, used_at=used.__getitem__) == ["old1"]
-    assert cap.trim_idle(oldest_allowed=50.0, used_at=used.__getitem__) == []  # min_size kept
+    cap.nconns = 3
+    cap.idle = ["oldest", "old", "new"]  # LIFO: the longest idle at the bottom
+    assert cap.shrink() is None  # the first period starts: nothing measured yet
+    assert cap.shrink() == "oldest"  # three stayed idle throughout: one goes, one per period
+    assert (cap.idle, cap.nconns) == (["old", "new"], 2)
+    cap.take()  # "new" is lent
+    cap.take()  # and "old": the stack emptied during this period
+    cap.put("old")
+    assert cap.shrink() is None
+    cap.put("new")
+    assert cap.shrink() == "old"  # "old" stayed idle through the period
+    assert cap.shrink() is None  # min_size kept
+    assert (cap.idle, cap.nconns) == (["new"], 1)
 
 
 def test_backoff_doubles_from_one_second_with_jitter_then_gives_up():

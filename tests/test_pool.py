@@ -310,6 +310,14 @@ def test_connections_left_by_ended_borrowers_are_reclaimed(make_pool):
     assert server_connections(pool.app) <= 3
 
 
+@pytest.mark.timing
+def test_a_pool_opened_by_its_constructor_reclaims_strays_too(make_pool):
+    pool = make_pool(max_size=1, timeout=10, opened_by_constructor=True)
+    assert run_concurrently(lambda i: pool.getconn().execute("SELECT 1").fetchone()[0], 1) == [1]  # never returned
+    with pool.connection(timeout=5) as conn:  # the stray's slot, taken back
+        assert conn.execute("SELECT 2").fetchone()[0] == 2
+
+
 def test_leak_timeout_reports_the_borrower_s_stack(make_pool, caplog):
     pool = make_pool(max_size=1, leak_timeout=0.2)
     with caplog.at_level(logging.WARNING, logger="hybridpool"), pool.connection():

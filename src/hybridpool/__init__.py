@@ -4,7 +4,7 @@ The ENGINE ``hybridpool.backends.postgresql`` pools Django's connections in ever
 these names serve code outside Django's request cycle and code without Django.
 """
 
-from .config import PoolConfig
+from .config import PoolConfig, PoolSettingError
 from .factory import create_pool
 from .orm import aconnection, aget_pool, close_connection, connection, get_pool
 from .pool import AsyncPool, Pool, PoolClosed, PoolTimeout, TooManyRequests
@@ -16,6 +16,7 @@ __all__ = [
     "Pool",
     "PoolClosed",
     "PoolConfig",
+    "PoolSettingError",
     "PoolTimeout",
     "TooManyRequests",
     "aconnection",

@@ -38,6 +38,7 @@ class Capacity(Generic[C, W]):
         surplus sinks to the bottom, goes idle and can expire.
     :ivar waiting: callers waiting for a connection, oldest first.
     :ivar nconns: slots taken: connections open, lent, or being opened.
+    :ivar idle_low: the fewest idle connections since the last :meth:`shrink`.
     """
 
     def __init__(self, min_size: int, max_size: int, max_waiting: int = 0) -> None:
@@ -47,6 +48,7 @@ class Capacity(Generic[C, W]):
         self.idle: list[C] = []
         self.waiting: deque[W] = deque()
         self.nconns = 0
+        self.idle_low = 0
         self.growing = False
         self.filling = True
 
@@ -61,6 +63,8 @@ class Capacity(Generic[C, W]):
         idle = self.idle
         if not idle or self.waiting:
             return None
+        if len(idle) <= self.idle_low:
+            self.idle_low = len(idle) - 1
         if settled is not None and not settled(idle[-1]):
             for index in range(len(idle) - 2, -1, -1):
                 if settled(idle[index]):
@@ -89,6 +93,19 @@ class Capacity(Generic[C, W]):
             return self.waiting.popleft()
         self.idle.append(conn)
         return None
+
+    def resize(self, min_size: int, max_size: int) -> list[C]:
+        """Change the sizes; return the idle connections above the new ``max_size``, to close
+        (their slots are still taken). Lent connections above it are closed when returned
+        (:meth:`over_max`); a larger ``min_size`` is reached by :meth:`fill`."""
+        self.min_size, self.max_size = min_size, max_size
+        excess = max(self.nconns - max_size, 0)
+        surplus, self.idle = self.idle[:excess], self.idle[excess:]
+        return surplus
+
+    def over_max(self) -> bool:
+        """True while more connections are open than ``max_size`` (after a resize)."""
+        return self.nconns > self.max_size
 
     def release(self) -> None:
         """Free the slot of a connection that was closed or could not be opened."""
@@ -129,20 +146,18 @@ class Capacity(Generic[C, W]):
         self.growing = False
         return self.grow()
 
-    def trim_idle(self, oldest_allowed: float, used_at: Callable[[C], float]) -> list[C]:
-        """Remove idle connections above ``min_size`` last used before ``oldest_allowed``.
-
-        ``used_at(conn)`` gives a connection's last use (monotonic seconds). The stack is LIFO, so
-        the longest idle connections are at the bottom. Return the connections to close; their slots
-        are already freed.
-        """
-        surplus = self.nconns - self.min_size
-        trimmed: list[C] = []
-        while surplus > 0 and self.idle and used_at(self.idle[0]) < oldest_allowed:
-            trimmed.append(self.idle.pop(0))
-            surplus -= 1
-            self.nconns -= 1
-        return trimmed
+    def shrink(self) -> C | None:
+        """psycopg_pool's rule, applied once per ``max_idle`` seconds: if some connections stayed
+        idle through the whole period (the idle stack never emptied) and more than ``min_size`` are
+        open, remove one, the longest idle (the bottom of the LIFO stack), and free its slot.
+        Return it, to close, or None. One per period: a pool shrinks gradually, as load falls."""
+        low, self.idle_low = self.idle_low, len(self.idle)
+        if self.nconns <= self.min_size or low <= 0 or not self.idle:
+            return None
+        self.nconns -= 1
+        conn = self.idle.pop(0)
+        self.idle_low = len(self.idle)
+        return conn
 
     def remove_idle(self, predicate: Callable[[C], bool]) -> list[C]:
         """Remove and return the idle connections ``predicate`` selects; their slots stay taken."""

@@ -3,8 +3,9 @@
 Built from a DATABASES entry's ``OPTIONS`` (:meth:`PoolConfig.from_django`: ``OPTIONS["pool"]``, the
 place and shape of Django's built-in pool, so moving from it is a one-word ENGINE change, plus the
 peers' settings, :mod:`hybridpool.migration`) or from keyword arguments (:func:`hybridpool.create_pool`).
-Every value is checked when the object is built: a wrong one raises
-:class:`~django.core.exceptions.ImproperlyConfigured` naming the key, the value and what is allowed.
+Every value is checked when the object is built: a wrong one raises :class:`PoolSettingError` (an
+:class:`~django.core.exceptions.ImproperlyConfigured` and a :class:`ValueError`) naming the key, the
+value and what is allowed.
 Defaults are psycopg_pool's, so ``OPTIONS["pool"] = True`` behaves as it does with Django's pool.
 """
 
@@ -34,6 +35,12 @@ NOT_SETTABLE = {
 }
 
 
+class PoolSettingError(ImproperlyConfigured, ValueError):
+    """A pool setting with a wrong value: Django's :class:`ImproperlyConfigured`, and the
+    :class:`ValueError` psycopg_pool raises for a wrong argument, so that code written for either
+    catches it."""
+
+
 #: alias -> (a copy of the OPTIONS read, CONN_HEALTH_CHECKS, the config): :meth:`PoolConfig.of_alias`.
 _configs: dict[str, tuple[dict[str, Any], bool, PoolConfig]] = {}
 
@@ -45,13 +52,14 @@ class PoolConfig:
     :param min_size: connections kept open even when idle, opened in the background (conns, >= 0);
         default 4, or ``max_size`` if that is lower.
     :param max_size: hard cap of server connections per process and alias (conns, >= 1 and
-        >= ``min_size``); default ``min_size``, as in psycopg_pool.
+        >= ``min_size``); default ``min_size``, as in psycopg_pool, which must then be >= 1.
     :param timeout: longest wait for a connection before :class:`~psycopg_pool.PoolTimeout` (s, > 0).
     :param max_waiting: callers allowed to wait at once; the next one gets
         :class:`~psycopg_pool.TooManyRequests` at once (callers, 0 = no limit).
     :param max_lifetime: a connection older than this, minus up to 5 % jitter, is closed when
         returned (s, > 0).
-    :param max_idle: connections above ``min_size`` idle this long are closed (s, > 0).
+    :param max_idle: once per ``max_idle``, one connection above ``min_size`` that stayed idle
+        throughout is closed: the pool shrinks gradually (s, > 0). psycopg_pool's rule.
     :param reconnect_timeout: how long failed connection attempts are retried, backing off from
         1 s, before giving up (s, > 0). psycopg_pool's scheme.
     :param check: liveness check on checkout: ``"auto"`` checks with one empty query only a
@@ -74,7 +82,8 @@ class PoolConfig:
     :param name: the pool's name in logs and errors (default: the database alias).
     :param driver: ``"auto"`` (gevent's green driver when gevent has monkey-patched ``threading``,
         else the psycopg_pool driver), ``"gevent"`` or ``"thread"``.
-    :raises ImproperlyConfigured: for a value of the wrong type or out of range.
+    :raises PoolSettingError: for a value of the wrong type or out of range (an
+        ``ImproperlyConfigured`` and a ``ValueError``).
     """
 
     min_size: int | None = None
@@ -104,7 +113,9 @@ class PoolConfig:
             object.__setattr__(self, "min_size", default)
         check_int(where, "min_size", self.min_size, minimum=0)
         if self.max_size is None:
-            object.__setattr__(self, "max_size", max(self.min_size, 1))
+            if self.min_size == 0:  # psycopg_pool refuses it too: a pool of at most 0 connections
+                raise setting_error(where, "max_size", None, "set (an int >= 1) when min_size is 0")
+            object.__setattr__(self, "max_size", self.min_size)
         check_int(where, "max_size", self.max_size, minimum=self.min_size, why=f" (min_size is {self.min_size})")
         check_seconds(where, "timeout", self.timeout)
         check_int(where, "max_waiting", self.max_waiting, minimum=0)
@@ -124,6 +135,13 @@ class PoolConfig:
         if self.name is not None and not isinstance(self.name, str):
             raise setting_error(where, "name", self.name, "a str or None")
         _choice(where, "driver", self.driver, DRIVERS)
+
+    def resized(self, min_size: int, max_size: int | None = None) -> PoolConfig:
+        """This config with other sizes (``max_size`` default: ``min_size``), for ``resize()``.
+
+        :raises PoolSettingError: an impossible size (a ``ValueError``, as psycopg_pool's).
+        """
+        return dataclasses.replace(self, min_size=min_size, max_size=min_size if max_size is None else max_size)
 
     @classmethod
     def from_django(cls, options: Mapping[str, Any], *, alias: str = "default",
@@ -180,9 +198,9 @@ class PoolConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         for key in options:
             if key in NOT_SETTABLE:
-                raise ImproperlyConfigured(f"{_name(where, key)}: not a setting with hybridpool: {NOT_SETTABLE[key]}")
+                raise PoolSettingError(f"{_name(where, key)}: not a setting with hybridpool: {NOT_SETTABLE[key]}")
             if key not in known:
-                raise ImproperlyConfigured(f"{_name(where, key)}: unknown setting; allowed: {', '.join(sorted(known))}")
+                raise PoolSettingError(f"{_name(where, key)}: unknown setting; allowed: {', '.join(sorted(known))}")
         config = object.__new__(cls)
         for f in dataclasses.fields(cls):
             object.__setattr__(config, f.name, options.get(f.name, f.default))
@@ -194,9 +212,9 @@ def _name(where: str, key: str) -> str:
     return f"{where}[{key!r}]" if where.endswith("]") else f"{where} {key!r}"
 
 
-def setting_error(where: str, key: str, value: Any, allowed: str) -> ImproperlyConfigured:
+def setting_error(where: str, key: str, value: Any, allowed: str) -> PoolSettingError:
     """The error for setting ``key`` of ``where`` having ``value``: it must be ``allowed``."""
-    return ImproperlyConfigured(f"{_name(where, key)} = {value!r} ({type(value).__name__}): must be {allowed}")
+    return PoolSettingError(f"{_name(where, key)} = {value!r} ({type(value).__name__}): must be {allowed}")
 
 
 def check_int(where: str, key: str, value: Any, *, minimum: int, why: str = "") -> int:

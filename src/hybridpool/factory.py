@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from .config import PoolConfig
-from .pool import Pool
+from .pool import Conninfo, Kwargs, Pool
 from .runtime import driver_for, pool_class
 
 
-def create_pool(conninfo: str = "", *, kwargs: dict[str, Any] | None = None, open: bool = True,
+def create_pool(conninfo: Conninfo = "", *, kwargs: Kwargs = None, open: bool = True,
                 **settings: Any) -> Pool:
     """Build a pool of :class:`psycopg.Connection` for the calling code's runtime, no Django needed.
 
-    :param conninfo: libpq connection string, e.g. ``"postgresql://user@host/db"``.
-    :param kwargs: more :func:`psycopg.connect` keyword arguments.
+    :param conninfo: libpq connection string, e.g. ``"postgresql://user@host/db"``, or a callable
+        returning one for each new connection (psycopg_pool's, e.g. for credentials that rotate).
+    :param kwargs: more :func:`psycopg.connect` keyword arguments, or a callable returning them for
+        each new connection.
     :param open: open it now (start filling it to ``min_size``); else call ``open()``.
     :param settings: :class:`PoolConfig` keys: ``min_size``, ``max_size``, ``timeout``, ``name``, ...;
         ``driver="auto"`` picks the green driver under gevent, else psycopg_pool's.

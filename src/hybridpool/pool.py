@@ -9,13 +9,16 @@ hybridpool pool unchanged. Errors are psycopg_pool's own classes, subclasses of
 from __future__ import annotations
 
 import abc
+import inspect
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
+
+from .session import finish_reset
 
 __all__ = ["Pool", "AsyncPool", "PoolClosed", "PoolTimeout", "TooManyRequests"]
 
@@ -35,6 +38,54 @@ CONNECTIONS_NUM = "connections_num"
 CONNECTIONS_MS = "connections_ms"
 CONNECTIONS_ERRORS = "connections_errors"
 CONNECTIONS_LOST = "connections_lost"
+
+
+# Log lines every driver writes (the psycopg_pool driver's others are psycopg_pool's own, whose
+# wording these follow).
+#: INFO: a connection failed its check at checkout; it is closed and the checkout goes on with
+#: another, within the caller's timeout.
+FAILED_CHECK = "connection of pool %r failed check, replacing it: %s"
+#: WARNING: a returned connection was broken, mid-query or could not be cleaned: it was closed.
+DISCARDED_RETURN = "pool %r discarded a returned connection: %s"
+#: WARNING: ``check()`` found an idle connection broken; it is closed and replaced.
+BROKEN_IDLE = "discarding broken connection of pool %r: %s"
+#: WARNING: opening a connection failed; it is retried with backoff.
+CONNECT_FAILED = "error connecting in %r: %s"
+#: WARNING: connecting failed for ``reconnect_timeout`` seconds: the pool stops refilling until
+#: ``check()`` or a waiting caller asks for a connection again.
+RECONNECT_GAVE_UP = "reconnection attempt in pool %r failed after %s sec"
+
+
+#: The class of a driver's connections (psycopg_pool's ``connection_class``), by which the drivers'
+#: pools are generic as psycopg_pool's are: ``ThreadPool[MyConnection]``. (:class:`Pool` is not: a
+#: generic base would come before psycopg_pool's classes in the drivers' method resolution order.)
+CT = TypeVar("CT", bound="psycopg.Connection[Any]")
+ACT = TypeVar("ACT", bound="psycopg.AsyncConnection[Any]")
+
+#: psycopg_pool's ``conninfo``: a libpq connection string, or a callable (a coroutine function
+#: too, for the async pool) returning one for each new connection.
+Conninfo = str | Callable[[], Any]
+#: psycopg_pool's ``kwargs``: a dict of :func:`psycopg.connect` keyword arguments, or a callable
+#: (a coroutine function too, for the async pool) returning one for each new connection.
+Kwargs = dict[str, Any] | Callable[[], Any] | None
+
+
+def autocommit_kwargs(kwargs: Kwargs) -> dict[str, Any] | Callable[[], Any]:
+    """``kwargs`` with ``autocommit=True`` forced, in the same shape: every pooled connection is
+    idle in autocommit. A callable (psycopg_pool 3.3's dynamic ``kwargs``, e.g. for credentials
+    that rotate) is wrapped, and still called once per new connection."""
+    if not callable(kwargs):
+        return {**(kwargs or {}), "autocommit": True}
+    if inspect.iscoroutinefunction(kwargs):
+        async def aresolved() -> dict[str, Any]:
+            return {**await kwargs(), "autocommit": True}
+
+        return aresolved
+
+    def resolved() -> dict[str, Any]:
+        return {**kwargs(), "autocommit": True}
+
+    return resolved
 
 
 def describe(name: str, stats: dict[str, int]) -> str:
@@ -64,15 +115,27 @@ def not_lent_error(name: str, conn: psycopg.BaseConnection[Any]) -> ValueError:
     return ValueError(f"can't return connection to pool {name!r}, {why}: {conn}")
 
 
-def closed_error(name: str, pid: int) -> PoolClosed:
-    """The :class:`PoolClosed` for a closed pool, or for one used by a child of the process that
-    created it (``pid``): a forked child never touches its parent's connections."""
+def closed_error(name: str, pid: int, *, opened: bool = True) -> PoolClosed:
+    """The :class:`PoolClosed` for a pool not open (``opened``: it was, and has been closed), or
+    for one used by a child of the process that created it (``pid``): a forked child never touches
+    its parent's connections. psycopg_pool's wording."""
     if pid != os.getpid():
         return PoolClosed(
             f"pool {name!r} was created in process {pid} and cannot serve its child {os.getpid()}:"
             " create pools after fork (hybridpool.get_pool() does)"
         )
-    return PoolClosed(f"the pool {name!r} is closed")
+    return PoolClosed(f"the pool {name!r} is already closed" if opened else f"the pool {name!r} is not open yet")
+
+
+def reopen_error(name: str) -> PoolClosed:
+    """The :class:`PoolClosed` for ``open()`` on a pool that was closed (psycopg_pool's rule: a
+    pool is opened once)."""
+    return PoolClosed(f"pool {name!r} has already been opened/closed and cannot be reused")
+
+
+def not_ready_error(name: str, timeout: float) -> PoolTimeout:
+    """The :class:`PoolTimeout` of ``wait()``: ``min_size`` connections not ready in ``timeout`` s."""
+    return PoolTimeout(f"pool {name!r} initialization incomplete after {timeout} sec")
 
 
 class Pool(abc.ABC):
@@ -87,7 +150,7 @@ class Pool(abc.ABC):
     name: str
     min_size: int
     max_size: int
-    kwargs: dict[str, Any]
+    kwargs: dict[str, Any] | Callable[[], Any]
 
     @abc.abstractmethod
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
@@ -134,6 +197,17 @@ class Pool(abc.ABC):
     @abc.abstractmethod
     def check(self) -> None:
         """Check every idle connection now; close and replace the broken ones."""
+
+    @staticmethod
+    def check_connection(conn: psycopg.Connection[Any]) -> None:
+        """psycopg_pool's check, for a ``check`` setting: an empty query in autocommit, after
+        reading the answer to a reset sent on return; the connection is left in the transaction
+        state it was in.
+
+        :raises psycopg.OperationalError: the connection is broken.
+        """
+        finish_reset(conn)
+        ConnectionPool.check_connection(conn)
 
     @abc.abstractmethod
     def get_stats(self) -> dict[str, int]:

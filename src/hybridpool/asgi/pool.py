@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooMa
 from psycopg_pool.pool_async import StopWorker
 
 from .. import pool as base
+from ..pool import ACT, CT
 from .. import process, session
 from ..config import PoolConfig
 from ..leases import Leases, maintenance_interval, reclaim
@@ -31,7 +32,7 @@ from ..runtime import gevent_active
 logger = logging.getLogger("hybridpool")
 
 
-def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchronous: bool) -> dict[str, Any]:
+def pool_arguments(config: PoolConfig, kwargs: base.Kwargs, *, asynchronous: bool) -> dict[str, Any]:
     """Map a :class:`PoolConfig` onto psycopg_pool's constructor arguments.
 
     Idle pooled connections are kept in autocommit (Django sets its own mode on checkout), and
@@ -51,7 +52,7 @@ def pool_arguments(config: PoolConfig, kwargs: dict[str, Any] | None, *, asynchr
     """
     configure = session.make_aconfigure if asynchronous else session.make_configure
     return {
-        "kwargs": {**(kwargs or {}), "autocommit": True},
+        "kwargs": base.autocommit_kwargs(kwargs),
         "name": config.name,
         "configure": configure(config.configure),
         "reconnect_failed": config.reconnect_failed,
@@ -84,18 +85,19 @@ def _worded(pool: ThreadPool | LoopPool, ex: PoolTimeout | TooManyRequests, time
 THREAD_EXIT_SECONDS = 0.01
 
 
-class ThreadPool(ConnectionPool, base.Pool):
+class ThreadPool(ConnectionPool[CT], base.Pool):
     """A :class:`psycopg_pool.ConnectionPool` configured by a :class:`PoolConfig`.
 
-    :param conninfo: libpq connection string.
-    :param kwargs: :func:`psycopg.connect` keyword arguments.
+    :param conninfo: libpq connection string, or a callable returning one per new connection.
+    :param kwargs: :func:`psycopg.connect` keyword arguments, or a callable returning them per new
+        connection (psycopg_pool's, :data:`hybridpool.pool.Kwargs`).
     :param config: the pool settings (default: ``PoolConfig()``); its ``name`` names the pool.
     :param open: open now (psycopg_pool's meaning).
     :param connection_class: the class of its connections (psycopg_pool's).
     :ivar pid: the process the pool belongs to; a forked child cannot use it.
     """
 
-    def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
+    def __init__(self, conninfo: base.Conninfo = "", *, kwargs: base.Kwargs = None,
                  config: PoolConfig | None = None, open: bool = False,
                  connection_class: type[psycopg.Connection[Any]] = psycopg.Connection) -> None:
         self.config = config or PoolConfig()
@@ -111,10 +113,16 @@ class ThreadPool(ConnectionPool, base.Pool):
         self._shielded = gevent_active()
         super().__init__(conninfo, open=open, connection_class=connection_class,
                          **pool_arguments(self.config, kwargs, asynchronous=False))
+        if open:  # psycopg_pool's constructor opens the pool without calling open()
+            self._watch_borrowers()
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Open the pool (psycopg_pool's ``open``) and start watching for stray borrowers."""
         super().open(wait, timeout)
+        self._watch_borrowers()
+
+    def _watch_borrowers(self) -> None:
+        """Start the thread that reclaims the connections of ended borrowers, once."""
         if self._watcher is None:
             self._watcher = threading.Thread(
                 target=_watch, args=(weakref.ref(self), self._borrower_ended, maintenance_interval(self.config)),
@@ -123,7 +131,15 @@ class ThreadPool(ConnectionPool, base.Pool):
 
     connection = base.Pool.connection  # psycopg_pool's would count usage_ms a second time
 
-    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """psycopg_pool's ``resize``, checked as every setting is.
+
+        :raises PoolSettingError: an impossible size (a ``ValueError``, as psycopg_pool's).
+        """
+        self.config = self.config.resized(min_size, max_size)
+        super().resize(self.config.min_size, self.config.max_size)
+
+    def getconn(self, timeout: float | None = None) -> CT:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`.
 
         A broken connection found by the check is closed and the next one tried at once (a new one
@@ -138,7 +154,7 @@ class ThreadPool(ConnectionPool, base.Pool):
             try:
                 self._check_lent(conn)
             except Exception as ex:  # broken, or a check callable refused it
-                logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
+                logger.info(base.FAILED_CHECK, self.name, ex)
                 self._discard(conn)
                 self._stats[self._REQUESTS_NUM] -= 1  # the same request, tried again
                 continue
@@ -173,7 +189,7 @@ class ThreadPool(ConnectionPool, base.Pool):
         self._putconn(conn, from_getconn=True)  # counted in connections_lost
         conn._pool = None  # a stale close() cannot return it again
 
-    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+    def putconn(self, conn: CT) -> None:
         """Give back a connection: rolled back and its reset sent here, in the returning thread,
         then to psycopg_pool, which closes it if it is broken or past ``max_lifetime``; in a
         forked child, the parent's connection is dropped untouched.
@@ -207,11 +223,7 @@ class ThreadPool(ConnectionPool, base.Pool):
         if not getattr(conn, session.RESET_SENT, False):
             super()._reset_connection(conn)  # type: ignore[misc]
 
-    @staticmethod
-    def check_connection(conn: psycopg.Connection[Any]) -> None:
-        """psycopg_pool's check of :meth:`check`: an empty query, after reading the answer to a
-        sent reset."""
-        session.check_connection(conn, "always")
+    check_connection = base.Pool.__dict__["check_connection"]  # used by psycopg_pool's check() too
 
 
 def _settle(result: Any, function: Any, *args: Any) -> None:
@@ -238,14 +250,14 @@ def _watch(ref: weakref.ref[ThreadPool], borrower_ended: threading.Event, interv
         del pool
 
 
-class LoopPool(AsyncConnectionPool, base.AsyncPool):
+class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
     """A :class:`psycopg_pool.AsyncConnectionPool` configured by a :class:`PoolConfig`.
 
     Create it and ``await`` :meth:`open` inside the event loop it serves; no other loop may use
     it. Arguments as :class:`ThreadPool`.
     """
 
-    def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
+    def __init__(self, conninfo: base.Conninfo = "", *, kwargs: base.Kwargs = None,
                  config: PoolConfig | None = None,
                  connection_class: type[psycopg.AsyncConnection[Any]] = psycopg.AsyncConnection) -> None:
         self.config = config or PoolConfig()
@@ -284,7 +296,7 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
         self._closing.add(task := self._loop.create_task(conn.close()))
         task.add_done_callback(self._closing.discard)
 
-    async def getconn(self, timeout: float | None = None, *, carry: bool = False) -> psycopg.AsyncConnection[Any]:
+    async def getconn(self, timeout: float | None = None, *, carry: bool = False) -> ACT:
         """Take a connection; see :meth:`hybridpool.AsyncPool.getconn` and :meth:`ThreadPool.getconn`.
 
         :param carry: the caller's first statement carries a pending safe reset
@@ -304,7 +316,7 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
                 if not carry:
                     await session.aflush_reset(conn)
             except Exception as ex:
-                logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
+                logger.info(base.FAILED_CHECK, self.name, ex)
                 await self._discard(conn)
                 self._stats[self._REQUESTS_NUM] -= 1
                 continue
@@ -335,7 +347,7 @@ class LoopPool(AsyncConnectionPool, base.AsyncPool):
         while self._pool:
             _close_at_once(self._pool.popleft())
 
-    async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def putconn(self, conn: ACT) -> None:
         """Give back a connection: rolled back and reset here, in the returning task, then to
         psycopg_pool, which closes it if it is broken or past ``max_lifetime``; in a forked child,
         the parent's connection is dropped untouched.

@@ -18,7 +18,7 @@ import logging
 import weakref
 from collections import defaultdict
 from time import monotonic
-from typing import Any
+from typing import Any, Generic
 
 import gevent
 import gevent.event
@@ -26,6 +26,7 @@ import gevent.local
 import psycopg
 
 from .. import pool as base
+from ..pool import CT
 from .. import process, session
 from ..capacity import Backoff, Capacity, expiry
 from ..config import PoolConfig
@@ -36,11 +37,12 @@ logger = logging.getLogger("hybridpool")
 
 _names = itertools.count(1)
 
-class GreenPool(base.Pool):
+class GreenPool(base.Pool, Generic[CT]):
     """A pool of :class:`psycopg.Connection` for greenlets.
 
-    :param conninfo: libpq connection string.
-    :param kwargs: :func:`psycopg.connect` keyword arguments (``autocommit`` is forced on).
+    :param conninfo: libpq connection string, or a callable returning one per new connection.
+    :param kwargs: :func:`psycopg.connect` keyword arguments (``autocommit`` is forced on), or a
+        callable returning them per new connection (psycopg_pool's, :data:`hybridpool.pool.Kwargs`).
     :param config: the pool settings (default: ``PoolConfig()``); its ``name`` names the pool.
     :param open: open now.
     :param connection_class: the class of its connections (psycopg_pool's ``connection_class``).
@@ -50,17 +52,23 @@ class GreenPool(base.Pool):
     #: Like psycopg_pool's ``close_returns``: ``conn.close()`` on a lent connection returns it.
     close_returns = True
 
-    def __init__(self, conninfo: str = "", *, kwargs: dict[str, Any] | None = None,
+    def __init__(self, conninfo: base.Conninfo = "", *, kwargs: base.Kwargs = None,
                  config: PoolConfig | None = None, open: bool = False,
                  connection_class: type[psycopg.Connection[Any]] = psycopg.Connection) -> None:
         self.config = config = config or PoolConfig()
         self.conninfo = conninfo
         self.connection_class = connection_class
-        self.kwargs = {**(kwargs or {}), "autocommit": True}
+        self.kwargs = base.autocommit_kwargs(kwargs)
         self.name = config.name or f"pool-{next(_names)}"
         self.min_size = config.min_size
         self.max_size = config.max_size
+        # psycopg_pool's attributes, read-only here as there (resize() changes the sizes)
         self.timeout = config.timeout
+        self.max_waiting = config.max_waiting
+        self.max_lifetime = config.max_lifetime
+        self.max_idle = config.max_idle
+        self.reconnect_timeout = config.reconnect_timeout
+        self.num_workers = config.num_workers  # unused: connections are opened by greenlets of their own
         self.pid = process.pid
         self._cap: Capacity[psycopg.Connection[Any], gevent.event.AsyncResult] = Capacity(
             config.min_size, config.max_size, config.max_waiting
@@ -76,8 +84,11 @@ class GreenPool(base.Pool):
         self.leases = Leases(config.leak_timeout, borrower=_current_greenlet, wake=self._borrower_ended.set,
                              local=gevent.local.local)
         self._opened = 0  # connections established and not closed
-        self._filled = gevent.event.Event()  # set once min_size connections are established
+        self._filled = gevent.event.Event()  # set while min_size connections are established
         self._closed = True
+        self._was_opened = False  # a pool is opened once (psycopg_pool's rule)
+        self._drained_at = 0.0  # connections created before this are closed when returned
+        self._shrunk_at = monotonic()  # the start of the current max_idle period
         self._maintenance: gevent.Greenlet | None = None
         if reason := gevent_blocking(forced=True):
             logger.warning("pool %r: %s", self.name, reason)
@@ -91,12 +102,18 @@ class GreenPool(base.Pool):
     # -- lifecycle
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
-        """Open the pool: start filling it to ``min_size`` and the maintenance greenlet.
+        """Open the pool: start filling it to ``min_size`` and the maintenance greenlet; a no-op on
+        an open pool.
 
-        :raises PoolTimeout: ``wait`` and ``min_size`` connections not ready within ``timeout``.
+        :raises PoolTimeout: ``wait`` and ``min_size`` connections not ready within ``timeout``
+            (the pool is then closed, see :meth:`wait`).
+        :raises PoolClosed: the pool was closed: a pool is opened once, as psycopg_pool's.
         """
+        if self._closed and self._was_opened:
+            raise base.reopen_error(self.name)
         if self._closed:
             self._closed = False
+            self._was_opened = True
             self._maintenance = gevent.spawn(_maintain, weakref.ref(self), self._borrower_ended,
                                              maintenance_interval(self.config))
             self._grow()
@@ -107,10 +124,16 @@ class GreenPool(base.Pool):
     def wait(self, timeout: float = 30.0) -> None:
         """Wait until ``min_size`` connections are established.
 
-        :raises PoolTimeout: not ready within ``timeout`` seconds.
+        :raises PoolTimeout: not ready within ``timeout`` seconds; the pool is then closed, as
+            psycopg_pool's ``wait()`` does (a program that waits wants to stop if the database is
+            not there).
+        :raises PoolClosed: the pool is not open.
         """
+        if self._closed:
+            raise base.closed_error(self.name, self.pid, opened=self._was_opened)
         if self.min_size and not self._filled.wait(timeout):
-            raise base.timeout_error(self.name, self.get_stats(), timeout)
+            self.close()
+            raise base.not_ready_error(self.name, timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool: waiters get :class:`PoolClosed`, idle connections are closed now and
@@ -133,10 +156,10 @@ class GreenPool(base.Pool):
 
     # -- lending
 
-    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+    def getconn(self, timeout: float | None = None) -> CT:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
         if self._closed or self.pid != process.pid:
-            raise base.closed_error(self.name, self.pid)
+            raise base.closed_error(self.name, self.pid, opened=self._was_opened)
         wait = self.timeout if timeout is None else timeout
         deadline = monotonic() + wait
         self._stats[base.REQUESTS_NUM] += 1
@@ -147,7 +170,7 @@ class GreenPool(base.Pool):
             try:
                 self._check(conn)
             except Exception as ex:  # broken, or a check callable refused it: open another one
-                logger.warning("discarding a broken connection of pool %r: %s", self.name, ex)
+                logger.info(base.FAILED_CHECK, self.name, ex)
                 self._stats[base.CONNECTIONS_LOST] += 1
                 self._replace(conn)
                 continue
@@ -192,7 +215,7 @@ class GreenPool(base.Pool):
         if not self._cap.cancel(waiter) and waiter.successful():
             self._hand_over(waiter.value)
 
-    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+    def putconn(self, conn: CT) -> None:
         """Give back a connection: rolled back and reset, or closed if it is broken, in the
         middle of a query or past ``max_lifetime``; in a forked child, dropped untouched.
 
@@ -211,9 +234,9 @@ class GreenPool(base.Pool):
         now = monotonic()
         if (lease := self.leases.end(conn)) is not None:
             self._stats[base.USAGE_MS] += int(1000.0 * (now - lease.lent_at))
-        if self._closed or now >= conn._expire_at:
+        if self._closed or now >= conn._expire_at or conn._created_at <= self._drained_at or self._cap.over_max():
             if not self._closed:
-                logger.info("closing expired connection of pool %r", self.name)
+                logger.info("closing a returned connection of pool %r: expired, drained or above max_size", self.name)
             self._replace(conn)
             return
         try:
@@ -227,6 +250,7 @@ class GreenPool(base.Pool):
         else:
             self._stats[base.RETURNS_BAD] += 1
             self._replace(conn)
+            logger.warning(base.DISCARDED_RETURN, self.name, conn)
 
     def _hand_over(self, conn: psycopg.Connection[Any]) -> None:
         """Give a clean connection to the oldest waiter, or to the idle stack."""
@@ -239,14 +263,16 @@ class GreenPool(base.Pool):
 
     def _connect(self) -> psycopg.Connection[Any]:
         started = monotonic()
+        self._stats[base.CONNECTIONS_NUM] += 1  # attempts, as psycopg_pool counts them
         try:
             with gevent.Timeout(self.timeout, psycopg.OperationalError(f"connecting took more than {self.timeout} s")):
-                conn = self.connection_class.connect(self.conninfo, **self.kwargs)
+                conninfo = self.conninfo() if callable(self.conninfo) else self.conninfo
+                kwargs = self.kwargs() if callable(self.kwargs) else self.kwargs
+                conn = self.connection_class.connect(conninfo, **kwargs)
         except BaseException:
             self._stats[base.CONNECTIONS_ERRORS] += 1
             raise
         now = monotonic()
-        self._stats[base.CONNECTIONS_NUM] += 1
         self._stats[base.CONNECTIONS_MS] += int(1000.0 * (now - started))
         conn._pool = None  # psycopg's mark of a pooled connection (no ResourceWarning); set while lent
         conn._created_at = now
@@ -264,16 +290,19 @@ class GreenPool(base.Pool):
         try:
             conn = self._connect()
         except Exception as ex:
+            if self._closed:
+                self._connect_failed(growing)
+                return
+            logger.warning(base.CONNECT_FAILED, self.name, ex)
             backoff = backoff or Backoff(self.config.reconnect_timeout)
-            delay = None if self._closed else backoff.failed(monotonic())
+            delay = backoff.failed(monotonic())
             if delay is None:
-                logger.warning("pool %r gives up connecting: %s", self.name, ex)
+                logger.warning(base.RECONNECT_GAVE_UP, self.name, self.reconnect_timeout)
                 self._connect_failed(growing)
                 self._cap.stop_filling()
-                if self.config.reconnect_failed is not None and not self._closed:
+                if self.config.reconnect_failed is not None:
                     self.config.reconnect_failed(self)
             else:
-                logger.warning("pool %r failed to connect, retrying in %.1f s: %s", self.name, delay, ex)
                 gevent.spawn_later(delay, self._add_connection, growing, backoff)
             return
         except BaseException:  # killed (the hub is ending): the slot is free again
@@ -281,11 +310,17 @@ class GreenPool(base.Pool):
             raise
         self._opened += 1
         self._cap.connected()
-        if self._opened >= self.min_size:
-            self._filled.set()
+        self._note_filled()
         self._hand_over(conn)
         if growing and self._cap.grown():
             gevent.spawn(self._add_connection, True)
+
+    def _note_filled(self) -> None:
+        """Set :attr:`_filled` while ``min_size`` connections are established, for :meth:`wait`."""
+        if self._opened >= self.min_size:
+            self._filled.set()
+        else:
+            self._filled.clear()
 
     def _connect_failed(self, growing: bool) -> None:
         """Free the slot reserved for a connection that will not be opened."""
@@ -310,6 +345,7 @@ class GreenPool(base.Pool):
             conn.close()
         finally:
             self._opened -= 1
+            self._note_filled()
             if release:
                 self._cap.release()
 
@@ -317,22 +353,53 @@ class GreenPool(base.Pool):
         self._close_connection(conn)
         self._grow()
 
+    # -- sizes
+
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change ``min_size`` and ``max_size`` (default: ``min_size``), as psycopg_pool's
+        ``resize``: a larger ``min_size`` opens connections now; a smaller one lets the surplus
+        go once idle for ``max_idle``, and a smaller ``max_size`` closes lent connections above
+        it as they are returned.
+
+        :raises PoolSettingError: an impossible size (a ``ValueError``, as psycopg_pool's).
+        """
+        self.config = config = self.config.resized(min_size, max_size)
+        logger.info("resizing pool %r to min_size=%s max_size=%s", self.name, config.min_size, config.max_size)
+        self.min_size, self.max_size = config.min_size, config.max_size
+        for conn in self._cap.resize(config.min_size, config.max_size):
+            self._close_connection(conn)
+        self._note_filled()
+        self._grow()
+
+    def drain(self) -> None:
+        """Close every idle connection and open new ones; lent connections are closed when
+        returned (psycopg_pool's ``drain``: e.g. after adapters or server settings changed)."""
+        self._drained_at = monotonic()
+        for conn in self._cap.remove_idle(lambda conn: True):
+            self._close_connection(conn)
+        self._grow()
+
     # -- maintenance
 
     def _maintain(self) -> None:
-        """Take back what ended borrowers left; close idle connections above ``min_size`` unused for
-        ``max_idle``, and expired ones."""
+        """Take back what ended borrowers left; close expired idle connections, and once per
+        ``max_idle`` one connection above ``min_size`` that stayed idle all along (psycopg_pool's
+        rule, :meth:`Capacity.shrink`)."""
         reclaim(self, self.leases)
         now = monotonic()
-        for conn in self._cap.trim_idle(now - self.config.max_idle, session.used_at):
-            logger.info("closing a connection of pool %r idle for %.1f s", self.name, now - session.used_at(conn))
-            self._close_connection(conn, release=False)
+        if now - self._shrunk_at >= self.max_idle:
+            self._shrunk_at = now
+            if (conn := self._cap.shrink()) is not None:
+                logger.info("shrinking pool %r to %s: connections unused for %s s", self.name, self._cap.nconns,
+                            self.max_idle)
+                self._close_connection(conn, release=False)
         for conn in self._cap.remove_idle(lambda conn: now >= conn._expire_at):
             self._close_connection(conn)
         self._grow()
 
     def check(self) -> None:
-        """Check every idle connection with an empty query; close and replace the broken ones.
+        """Check every idle connection with an empty query; close and replace the broken ones, and
+        refill to ``min_size``, also after reconnecting gave up (psycopg_pool's ``check``).
 
         Interrupted, it closes the connection being checked and puts back those not checked yet.
         """
@@ -341,8 +408,9 @@ class GreenPool(base.Pool):
             while unchecked:
                 conn = unchecked.pop()
                 try:
-                    session.check_connection(conn, "always")
-                except Exception:
+                    self.check_connection(conn)
+                except Exception as ex:
+                    logger.warning(base.BROKEN_IDLE, self.name, ex)
                     self._stats[base.CONNECTIONS_LOST] += 1
                     self._close_connection(conn)
                 except BaseException:
@@ -353,9 +421,20 @@ class GreenPool(base.Pool):
         finally:
             for conn in unchecked:
                 self._hand_over(conn)
+            self._cap.connected()  # refill, even after reconnecting gave up
             self._grow()
 
     # -- stats
+
+    @property
+    def _pool(self) -> tuple[psycopg.Connection[Any], ...]:
+        """The idle connections, under psycopg_pool's (private) name, for code written to read it."""
+        return tuple(self._cap.idle)
+
+    @property
+    def _nconns(self) -> int:
+        """The connections open or being opened, under psycopg_pool's (private) name."""
+        return self._cap.nconns
 
     def get_stats(self) -> dict[str, int]:
         """Return the pool's gauges and counters under psycopg_pool's stats keys."""
