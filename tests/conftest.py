@@ -2,8 +2,9 @@
 Django configured with the hybridpool ENGINE, and helpers shared by every driver's tests.
 
 The suite runs twice (see README): plainly, for the psycopg_pool driver, and under
-``python -m gevent.monkey --module pytest``, for the green driver. ``DRIVERS`` is what the running
-process can test; driver-agnostic test bodies are parametrized over it.
+``python -m gevent.monkey --module pytest``, for the green driver and the psycopg_pool driver
+under gevent's patching (``driver="thread"`` in a gevent worker is a supported set-up).
+``DRIVERS`` is what the running process can test; driver-agnostic test bodies are parametrized over it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hybridpool.runtime import driver_for, gevent_active, pool_class
 from tests import gis  # PostGIS tests (tests/test_postgis.py)
 
 GEVENT = gevent_active()
-DRIVERS = ["gevent"] if GEVENT else ["thread"]
+DRIVERS = ["gevent", "thread"] if GEVENT else ["thread"]  # the psycopg_pool driver under gevent too: a supported set-up
 ROLE = f"hybridpool_test_role_{os.getpid()}"
 #: The login role of the "asyncapp" alias: its server-side CONNECTION LIMIT is the alias's max_size,
 #: so that its async pools, whatever the event loops, can never pass it unnoticed.

@@ -80,14 +80,19 @@ def refused():
 async def test_async_pool_cap_holds_with_10x_more_tasks(refused):
     app = settings.DATABASES["asyncapp"]["OPTIONS"]["application_name"]
 
+    pool = await hybridpool.aget_pool("asyncapp")  # the running loop's
+    served = []
+
     async def task():
         async with hybridpool.aconnection("asyncapp") as aconn:
+            served.append(aconn._pool)  # psycopg_pool's mark of the lender, set while lent
             await aconn.execute("SELECT pg_sleep(0.05)")
 
     with PeakSampler(app) as sampler:
         await asyncio.gather(*(task() for _ in range(10 * ASYNC_MAX_SIZE)))
     assert sampler.peak == ASYNC_MAX_SIZE
     assert refused == []
+    assert served == [pool] * (10 * ASYNC_MAX_SIZE)
 
 
 def test_the_async_pools_of_every_event_loop_share_max_size(refused):

@@ -11,11 +11,12 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, OperationalError, connection, connections, transaction
+from django.db import DatabaseError, OperationalError, ProgrammingError, connection, connections, transaction
 from django.db.backends.postgresql.base import ServerBindingCursor
 from django.test.utils import CaptureQueriesContext
 
 import hybridpool
+from hybridpool.leases import reclaim
 from tests.testapp.models import Item
 
 from .conftest import ROLE, PeakSampler, run_concurrently, wait_for
@@ -72,7 +73,7 @@ def test_atomic_commits_and_rolls_back():
 
 
 def test_close_inside_atomic_gives_back_a_connection_that_is_rolled_back():
-    with pytest.raises(Exception), transaction.atomic():
+    with pytest.raises(ProgrammingError, match="Cannot open a new connection in an atomic block"), transaction.atomic():
         Item.objects.create(name="in-flight")
         connection.close()
         Item.objects.count()  # Django refuses: the connection was closed in the transaction
@@ -203,11 +204,16 @@ def test_connection_block_returns_the_connection_on_exception():
 def test_connection_as_decorator():
     @hybridpool.connection()
     def task():
-        return connection.connection is not None and Item.objects.count() >= 0
+        held = connection.connection  # lent by the pool for the whole call, before any query
+        assert held is not None and held._pool is hybridpool.get_pool()
+        Item.objects.create(name="decorated")
+        assert connection.connection is held and in_use() == 1
+        return Item.objects.filter(name="decorated").count()
 
-    assert task() is True
-    assert task() is True
+    assert task() == 1
+    assert task() == 2
     assert connection.connection is None
+    assert wait_for(lambda: in_use() == 0)
 
 
 def test_close_connection_decorator_returns_what_the_function_took():
@@ -255,10 +261,12 @@ def test_connection_pool_is_hybridpool_s_and_close_pool_builds_a_new_one():
 
 
 def assert_kept_after_its_opener_ended(wrapper) -> None:
-    """The connection of ``wrapper``, opened by a thread that has ended, is not taken back: still
-    the wrapper's, in use, working, past the wake-up the ending caused and a maintenance pass."""
+    """The connection of ``wrapper``, opened by a thread that has ended, is not taken back: the
+    reclaim that the thread's end and every maintenance pass run finds nothing to take, and the
+    connection is still the wrapper's, in use, working."""
     conn = wrapper.connection
-    time.sleep(1.2)
+    pool = hybridpool.get_pool()
+    assert reclaim(pool, pool.leases) == 0
     assert wrapper.connection is conn and in_use() == 1
     with wrapper.cursor() as cursor:
         cursor.execute("SELECT 1")

@@ -286,13 +286,19 @@ def test_connection_of_another_pool_is_refused(make_pool):
     first.putconn(conn)
 
 
-def test_stats_use_psycopg_pool_keys(make_pool):
+def test_stats_count_what_happened_under_psycopg_pool_s_keys(make_pool):
     pool = make_pool(min_size=1, max_size=2)
-    with pool.connection():
-        stats = pool.get_stats()
-    assert STATS_KEYS <= stats.keys()
-    assert stats["pool_min"] == 1 and stats["pool_max"] == 2
-    assert stats["requests_num"] >= 1
+    assert wait_for(lambda: pool.get_stats()["pool_available"] == 1)
+    with pool.connection(), pool.connection():  # the idle one, then one the pool grows for
+        during = pool.get_stats()
+    after = pool.get_stats()
+    assert STATS_KEYS <= during.keys()
+    assert (during["pool_min"], during["pool_max"], during["pool_size"], during["pool_available"]) == (1, 2, 2, 0)
+    assert during["requests_waiting"] == 0
+    assert (after["pool_size"], after["pool_available"]) == (2, 2)
+    assert (after["requests_num"], after["requests_queued"], after["connections_num"]) == (2, 1, 2)
+    assert after.get("requests_errors", 0) == after.get("returns_bad", 0) == after.get("connections_lost", 0) == 0
+    assert after["usage_ms"] >= 0 and after["requests_wait_ms"] >= 0
 
 
 @pytest.mark.timing
