@@ -267,7 +267,7 @@ def assert_kept_after_its_opener_ended(wrapper) -> None:
     conn = wrapper.connection
     pool = hybridpool.get_pool()
     assert reclaim(pool, pool.leases) == 0
-    assert wrapper.connection is conn and in_use() == 1
+    assert wrapper.connection is conn and len(pool.leases) == 1  # still lent, to the wrapper
     with wrapper.cursor() as cursor:
         cursor.execute("SELECT 1")
 

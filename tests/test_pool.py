@@ -162,6 +162,33 @@ def test_check_replaces_broken_idle_connections(make_pool):
         assert second.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_a_warm_checkout_sends_nothing_to_the_server(make_pool, tmp_path):
+    """Invariant 3: a connection used within the last second goes out unchecked, no round trip
+    (libpq's trace of the connection records every message it sends or receives)."""
+    pool = make_pool(max_size=1, reset="rollback")  # check="auto", the default; a reset sends nothing
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
+    trace = tmp_path / "libpq-trace"
+    with trace.open("w") as out:
+        conn.pgconn.trace(out.fileno())
+        try:
+            with pool.connection() as again:
+                assert again is conn
+            again = pool.getconn()
+            pool.putconn(again)
+        finally:
+            conn.pgconn.untrace()
+    assert trace.read_text() == ""
+    with trace.open("w") as out:  # the trace does record what is sent: a statement shows
+        conn.pgconn.trace(out.fileno())
+        try:
+            with pool.connection() as again:
+                again.execute("SELECT 1")
+        finally:
+            conn.pgconn.untrace()
+    assert "Query" in trace.read_text()
+
+
 def test_max_lifetime_closes_an_old_connection_on_return(make_pool):
     pool = make_pool(min_size=1, max_size=1, max_lifetime=0.3)
     conn = pool.getconn()
