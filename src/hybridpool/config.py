@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -116,7 +116,8 @@ class PoolConfig:
             if self.min_size == 0:  # psycopg_pool refuses it too: a pool of at most 0 connections
                 raise setting_error(where, "max_size", None, "set (an int >= 1) when min_size is 0")
             object.__setattr__(self, "max_size", self.min_size)
-        check_int(where, "max_size", self.max_size, minimum=self.min_size, why=f" (min_size is {self.min_size})")
+        check_int(where, "max_size", self.max_size, minimum=cast(int, self.min_size),  # an int by now
+                  why=f" (min_size is {self.min_size})")
         check_seconds(where, "timeout", self.timeout)
         check_int(where, "max_waiting", self.max_waiting, minimum=0)
         check_seconds(where, "max_lifetime", self.max_lifetime)
@@ -228,7 +229,7 @@ def check_seconds(where: str, key: str, value: Any) -> float:
     """Return ``value`` if it is a finite number of seconds > 0; else raise :func:`setting_error`."""
     if type(value) not in (int, float) or not 0 < value < float("inf"):
         raise setting_error(where, key, value, "a number of seconds > 0 (int or float)")
-    return value
+    return cast(float, value)
 
 
 def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...], extra: str = "") -> None:

@@ -33,13 +33,18 @@ The async pool's connections carry it the same way, for ``NativeQuerySet``'s rea
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.db.backends.postgresql.base import Cursor as DjangoCursor
 from psycopg.pq import TransactionStatus
 
 from . import session
+
+if TYPE_CHECKING:  # django-stubs leave out its psycopg base, psycopg's ClientCursor with psycopg 3
+    class _DjangoCursor(DjangoCursor, psycopg.ClientCursor[Any]): ...
+else:
+    _DjangoCursor = DjangoCursor
 
 #: The reset a statement carries: ``DISCARD ALL``'s parts, as PostgreSQL's documentation lists
 #: them (``DISCARD ALL`` itself cannot run in the implicit transaction of a multi-statement query).
@@ -120,7 +125,7 @@ def _note_listen(conn: Any, query: Any) -> None:
         setattr(conn, session.LISTENED, True)
 
 
-class ResettingCursor(DjangoCursor):  # type: ignore[misc]
+class ResettingCursor(_DjangoCursor):
     """Django's client-side-binding cursor, carrying its connection's pending reset (module doc)."""
 
     carries_reset = True

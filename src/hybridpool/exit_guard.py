@@ -72,6 +72,7 @@ def install_soon(close: Callable[[], None]) -> None:
     first call in a process; call it wherever a pool is built."""
     if _installed_in == os.getpid():
         return
+    loop: asyncio.AbstractEventLoop | None
     if threading.current_thread() is threading.main_thread():
         try:
             loop = asyncio.get_running_loop()
@@ -183,7 +184,7 @@ async def _note_pending_at_loop_teardown() -> None:
         await asyncio.get_running_loop().create_future()
     finally:
         _note_pending()
-        _keep.discard(asyncio.current_task())  # type: ignore[arg-type]
+        _keep.discard(asyncio.current_task())
 
 
 def _pending_in_main_thread() -> bool:

@@ -23,10 +23,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .process import unpatched
 from .runtime import current_borrower
+
+if TYPE_CHECKING:
+    from .config import PoolConfig
 
 logger = logging.getLogger("hybridpool")
 
@@ -40,7 +43,7 @@ def has_ended(borrower: weakref.ref[Any]) -> bool:
     obj = borrower()
     if obj is None:
         return True
-    dead = getattr(obj, "dead", None)  # a greenlet
+    dead: bool | None = getattr(obj, "dead", None)  # a greenlet
     if dead is not None:
         return dead
     is_alive = getattr(obj, "is_alive", None)  # a thread
@@ -131,7 +134,7 @@ class Leases:
         """A borrower ended: ``wake`` the pool if it still holds a connection. Most end with none
         (under ASGI, asgiref's thread of each request) and wake nobody."""
         if any(lease.borrower is borrower for lease in list(self._leases.values())):
-            self._wake()  # type: ignore[misc]
+            cast("Callable[[], None]", self._wake)()  # set: a sentinel is planted only with wake
 
     def assign(self, conn: Any, holder: weakref.ref[Any], *, shared: bool = False) -> None:
         """Record that lent ``conn`` is held through ``holder`` (a Django connection wrapper): it
@@ -190,7 +193,7 @@ def reclaim(pool: Any, leases: Leases) -> int:
     return len(strays)
 
 
-def maintenance_interval(config: Any) -> float:
+def maintenance_interval(config: PoolConfig) -> float:
     """Seconds between two maintenance passes of a pool: at most 1, so that a stray connection is
     back within a second or two, and shorter for short ``max_idle``, ``max_lifetime`` or
     ``leak_timeout``."""

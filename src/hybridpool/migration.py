@@ -44,7 +44,7 @@ def _geventpool(source: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _pgpool(source: dict[str, Any], where: str) -> dict[str, Any]:
-    settings = {}
+    settings: dict[str, float] = {}
     if "maxoverflow" in source:
         settings["max_size"] = check_int(where, "maxoverflow", source["maxoverflow"], minimum=1)
         if "maxsize" in source:

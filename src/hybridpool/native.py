@@ -27,19 +27,25 @@ import contextvars
 import os
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import greenlet
 from asgiref.sync import AsyncToSync
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.db.utils import load_backend
 
 from . import registry
 
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper as _WrapperBase
+else:
+    _WrapperBase = object
+
 T = TypeVar("T")
+_M = TypeVar("_M", bound=Model, covariant=True)
 
 #: Reads of this process by the path they took: ``native`` (on the event loop), ``thread`` (Django's
 #: thread path, where native could change what the code sees), ``retried`` (begun natively, then
@@ -54,7 +60,7 @@ FORCED = os.environ.get("HYBRIDPOOL_NATIVE") == "force"
 # -- the bridge: Django's sync code in a greenlet, its I/O awaited by the coroutine
 
 
-class _Bridge(greenlet.greenlet):
+class _Bridge(greenlet.greenlet):  # type: ignore[misc]  # greenlet ships no types: Any
     """The greenlet of one native call: runs Django's sync code; :func:`await_` hands its I/O to
     the coroutine that switched into it (its parent)."""
 
@@ -68,7 +74,7 @@ def await_(awaitable: Awaitable[T]) -> T:
     current = greenlet.getcurrent()
     if not isinstance(current, _Bridge):
         raise SynchronousOnlyOperation("hybridpool's native cursor can only be used by a NativeQuerySet read")
-    return current.parent.switch(awaitable)  # type: ignore[no-any-return]
+    return cast(T, current.parent.switch(awaitable))
 
 
 async def run_bridged(function: Callable[[], T]) -> T:
@@ -86,7 +92,7 @@ async def run_bridged(function: Callable[[], T]) -> T:
             result = bridge.throw(ex)
         else:
             result = bridge.switch(value)
-    return result  # type: ignore[no-any-return]
+    return cast(T, result)
 
 
 class BridgedCursor:
@@ -125,7 +131,7 @@ class BridgedCursor:
         return getattr(self._cursor, name)
 
 
-class NativeWrapper:
+class NativeWrapper(_WrapperBase):
     """The part of a Django connection wrapper for a native call: its ``connection`` is the call's
     :class:`psycopg.AsyncConnection` (set by :func:`run_native`), its cursors are bridged; it never
     connects nor closes. Mixed into the alias's own wrapper class (:func:`_wrapper_class`)."""
@@ -138,7 +144,7 @@ class NativeWrapper:
 
     def cursor(self) -> Any:  # Django's is async_unsafe: this one runs in a bridge greenlet
         self.ensure_connection()
-        return self._prepare_cursor(self.create_cursor())  # type: ignore[attr-defined]
+        return self._prepare_cursor(self.create_cursor())  # type: ignore[attr-defined]  # Django's, not in django-stubs
 
     #: Set once the call sent a query.
     queried = False
@@ -195,7 +201,8 @@ def why_not_native(queryset: QuerySet[Any]) -> str | None:
             return "the event loop is not one an ASGI application of hybridpool's serves"
         if getattr(AsyncToSync.executors, "current", None) is not None:
             return "sync code calls this async code (async_to_sync)"
-    own = getattr(connections._connections, alias, None)  # the loop thread's wrapper, if it has one
+    # The loop thread's wrapper, if it has one.
+    own = getattr(connections._connections, alias, None)  # type: ignore[attr-defined]  # private: not in django-stubs
     if own is not None:
         if own.connection is not None or own.in_atomic_block:
             return "the event loop's thread holds a connection or an atomic block for the alias"
@@ -234,7 +241,7 @@ async def run_native(alias: str, function: Callable[[], T]) -> T:
             wrapper.connection = conn
             return await run_bridged(read)
         except Exception as ex:
-            ex.hybridpool_queried = wrapper.queried  # type: ignore[attr-defined]
+            setattr(ex, "hybridpool_queried", wrapper.queried)
             raise
         finally:
             await pool.putconn(conn)
@@ -268,7 +275,7 @@ async def native_or_thread(queryset: QuerySet[Any], read: Callable[[], T], fallb
     return result
 
 
-class NativeQuerySet(QuerySet):  # type: ignore[type-arg]
+class NativeQuerySet(QuerySet[_M]):
     """A :class:`~django.db.models.QuerySet` whose bounded async reads run on the event loop.
 
     ``aget``, ``afirst``, ``alast``, ``aearliest``, ``alatest``, ``acount``, ``aexists``,

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
@@ -20,7 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from . import registry
 from .asgi import LoopPool
-from .asgi.budget import budgeted
+from .asgi.budget import BudgetedConnection, budgeted
 from .cursors import AsyncResettingCursor
 from .backends.postgresql.base import DatabaseWrapperMixin
 from .pool import Pool
@@ -81,10 +81,10 @@ def close_connection(func: F) -> F:
         finally:
             connections.close_all()
 
-    return wrapped  # type: ignore[return-value]
+    return cast(F, wrapped)
 
 
-async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool:
+async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool[BudgetedConnection]:
     """Return the running event loop's async pool for database ``alias``, opening it if new.
 
     The async pools of an alias share its ``max_size`` in the process, whatever the loops; the
@@ -93,7 +93,7 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool:
     """
     wrapper = _wrapper(alias)
 
-    def make_pool(keeps_min_size: bool) -> LoopPool:
+    def make_pool(keeps_min_size: bool) -> LoopPool[BudgetedConnection]:
         kwargs = wrapper.pool_connection_params()
         # Django's cursor class is synchronous: pick the async one of the same binding.
         server_side = wrapper.settings_dict["OPTIONS"].get("server_side_binding") is True
@@ -101,7 +101,7 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool:
         config = wrapper.pool_config
         config = dataclasses.replace(config, name=f"{alias} (async)",
                                      min_size=config.min_size if keeps_min_size else 0)
-        shared = budgeted(registry.budget(alias, config.max_size), timeout=config.timeout)
+        shared = budgeted(registry.budget(alias, cast(int, config.max_size)), timeout=config.timeout)
         return LoopPool(kwargs=kwargs, config=config, connection_class=shared)
 
     return await registry.aget_or_create(alias, make_pool)

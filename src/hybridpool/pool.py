@@ -13,12 +13,16 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
 from .session import finish_reset
+
+if TYPE_CHECKING:
+    from .leases import Leases
 
 __all__ = ["Pool", "AsyncPool", "PoolClosed", "PoolTimeout", "TooManyRequests"]
 
@@ -148,9 +152,15 @@ class Pool(abc.ABC):
     """
 
     name: str
-    min_size: int
-    max_size: int
-    kwargs: dict[str, Any] | Callable[[], Any]
+    kwargs: Kwargs
+    leases: Leases
+
+    if TYPE_CHECKING:  # read-only as psycopg_pool's properties, which the psycopg_pool driver inherits
+        @property
+        def min_size(self) -> int: ...
+
+        @property
+        def max_size(self) -> int: ...
 
     @abc.abstractmethod
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
@@ -217,7 +227,8 @@ class Pool(abc.ABC):
         self.open()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None,
+                 exc_tb: TracebackType | None) -> None:
         self.close()
 
 
@@ -228,8 +239,13 @@ class AsyncPool(abc.ABC):
     """
 
     name: str
-    min_size: int
-    max_size: int
+
+    if TYPE_CHECKING:  # read-only as psycopg_pool's properties, which the psycopg_pool driver inherits
+        @property
+        def min_size(self) -> int: ...
+
+        @property
+        def max_size(self) -> int: ...
 
     @abc.abstractmethod
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import select
+from collections.abc import Callable
 
 from .process import unpatched
 
@@ -27,7 +28,7 @@ class _PollFd(ctypes.Structure):
     _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
 
 
-def _libc_poll() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def _libc_poll() -> Callable[..., int] | None:
     try:
         poll = ctypes.PyDLL(None).poll
     except (AttributeError, OSError, TypeError):

@@ -24,6 +24,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 from . import exit_guard
 from .asgi import LoopPool
@@ -34,7 +35,8 @@ logger = logging.getLogger("hybridpool")
 
 _lock = threading.Lock()
 _pools: dict[tuple[str, str], Pool] = {}
-_loop_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, LoopPool]] = weakref.WeakKeyDictionary()
+_loop_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, LoopPool[Any]]] = (
+    weakref.WeakKeyDictionary())
 _budgets: dict[str, ConnectionBudget] = {}
 _serving: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
@@ -75,7 +77,7 @@ def budget(alias: str, max_size: int) -> ConnectionBudget:
         return found
 
 
-async def aget_or_create(alias: str, factory: Callable[[bool], LoopPool]) -> LoopPool:
+async def aget_or_create(alias: str, factory: Callable[[bool], LoopPool[Any]]) -> LoopPool[Any]:
     """Return the running loop's open async pool for ``alias``; if new, built by
     ``factory(keeps_min_size)``, whose argument says whether the loop is one an ASGI application
     serves (:func:`serving`), and closed in the loop when the loop ends."""
@@ -95,7 +97,7 @@ async def aget_or_create(alias: str, factory: Callable[[bool], LoopPool]) -> Loo
 _keep_alive: set[asyncio.Task[None] | Future[None]] = set()
 
 
-async def _close_at_loop_shutdown(pools: dict[str, LoopPool], alias: str, pool: LoopPool) -> None:
+async def _close_at_loop_shutdown(pools: dict[str, LoopPool[Any]], alias: str, pool: LoopPool[Any]) -> None:
     """Wait until the loop cancels its tasks (``asyncio.run`` and asgiref's ``async_to_sync``
     ending, uvicorn stopping), then close ``pool`` (:meth:`LoopPool.close_now`): left open,
     psycopg_pool would take the cancellation of a connection attempt for a failed connect and
@@ -106,7 +108,7 @@ async def _close_at_loop_shutdown(pools: dict[str, LoopPool], alias: str, pool: 
         pool.close_now()
         if pools.get(alias) is pool:
             del pools[alias]
-        _keep_alive.discard(asyncio.current_task())  # type: ignore[arg-type]
+        _keep_alive.discard(asyncio.current_task())
 
 
 def _forget_ended_loops() -> None:
@@ -120,7 +122,7 @@ def _forget_ended_loops() -> None:
         _keep_alive.discard(task)
 
 
-def _close_loop_pool(loop: asyncio.AbstractEventLoop, pool: LoopPool) -> None:
+def _close_loop_pool(loop: asyncio.AbstractEventLoop, pool: LoopPool[Any]) -> None:
     """Close ``pool`` in its own ``loop``, from any thread, without waiting on a running loop."""
     if loop.is_closed():
         pool.close_now()

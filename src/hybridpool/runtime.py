@@ -11,12 +11,15 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .config import PoolConfig
-from .pool import Pool
+
+if TYPE_CHECKING:
+    from .asgi import ThreadPool
+    from .green import GreenPool
 
 
 def gevent_active() -> bool:
@@ -62,7 +65,7 @@ def driver_for(config: PoolConfig) -> str:
     return "gevent" if gevent_active() else "thread"
 
 
-def pool_class(driver: str) -> type[Pool]:
+def pool_class(driver: str) -> type[GreenPool[Any]] | type[ThreadPool[Any]]:
     """Return the :class:`Pool` class of ``driver`` (``"gevent"`` or ``"thread"``).
 
     :raises ImproperlyConfigured: ``"gevent"`` without gevent installed.

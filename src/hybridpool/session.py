@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from operator import attrgetter
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
@@ -282,7 +282,7 @@ RESET_PROVISIONAL = "_hybridpool_reset_provisional"
 LISTENED = "_hybridpool_listened"
 
 
-def carries_reset(conn: psycopg.BaseConnection[Any]) -> bool:
+def carries_reset(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """True if ``conn``'s next statement can carry its safe reset (:mod:`hybridpool.cursors`):
     one of the ENGINE's connections, with cursors that carry it, for which the reset is plain
     ``DISCARD ALL`` (psycopg has prepared nothing), and whose borrower ran no ``LISTEN`` (carried,
@@ -383,7 +383,7 @@ def finish_reset(conn: psycopg.Connection[Any]) -> None:
             if result.status not in _RESET_OK:
                 failure = (result.error_message or b"").decode(errors="replace").strip()
             elif result.status == ExecStatus.TUPLES_OK and result.nfields == 1:
-                names = [result.get_value(row, 0).decode() for row in range(result.ntuples)]
+                names = [cast(bytes, result.get_value(row, 0)).decode() for row in range(result.ntuples)]
         while pgconn.notifies() is not None:
             pass
         if failure is not None:
@@ -492,7 +492,7 @@ def _last_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> list[s
         pass
     pgresult = cursor.pgresult
     assert pgresult is not None
-    return [pgresult.get_value(row, 0).decode() for row in range(pgresult.ntuples)]
+    return [cast(bytes, pgresult.get_value(row, 0)).decode() for row in range(pgresult.ntuples)]
 
 
 def _check_idle(conn: psycopg.BaseConnection[Any], function: Any) -> None:

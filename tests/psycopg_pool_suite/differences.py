@@ -2,7 +2,7 @@
 
 Each entry maps ``(configurations, test)`` to the reason; ``test`` is a test's name in its module (with or
 without its parameters). The plugin marks those tests ``xfail(strict=True)``: a listed test that
-passes fails the run.
+passes fails the run; those whose outcome depends on timing (:data:`NOT_STRICT`) are not strict.
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ HARD_MAX = ("max_size is a hard cap: resize() to a smaller max_size closes the i
             " once, where psycopg_pool lets them go one per max_idle period.")
 GREEN_LOGS = ("The green driver's first log line when the server goes away is its failed connection attempt;"
               " psycopg_pool's is the broken connection it discards, a line the green driver writes later.")
+IDLE_EXPIRY = ("The green driver also closes idle connections past max_lifetime at its maintenance pass (every"
+               " max_lifetime/2 s at most), where psycopg_pool closes them only when returned: whether the"
+               " test's second checkout gets the first connection depends on when the pass runs.")
 READ_ONLY_EVENT = ("The test replaces the wait() of psycopg_pool's scheduler's Event, which under gevent's"
                    " patching is gevent's, whose attributes are read-only: the test cannot run there.")
+
+#: Differences whose test may pass or fail by timing: marked ``xfail`` without ``strict``.
+NOT_STRICT = {IDLE_EXPIRY}
 
 DIFFERENCES: dict[tuple[tuple[str, ...], str], str] = {
     (ALL, "test_intrans_rollback"): AUTOCOMMIT,
@@ -63,6 +69,7 @@ DIFFERENCES: dict[tuple[tuple[str, ...], str], str] = {
     (GREEN, "test_open_as_wait"): NUM_WORKERS,
     (GREEN, "test_uniform_use"): LIFO,
     (GREEN, "test_resize"): HARD_MAX,
+    (GREEN, "test_max_lifetime"): IDLE_EXPIRY,
     (GREEN, "test_reconnect"): GREEN_LOGS,
     (PATCHED, "test_empty_queue_timeout"): READ_ONLY_EVENT,
     (PATCHED, "test_first_task_rescheduling"): READ_ONLY_EVENT,

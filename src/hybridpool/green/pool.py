@@ -17,8 +17,9 @@ import itertools
 import logging
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from time import monotonic
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 import gevent
 import gevent.event
@@ -52,16 +53,20 @@ class GreenPool(base.Pool, Generic[CT]):
     #: Like psycopg_pool's ``close_returns``: ``conn.close()`` on a lent connection returns it.
     close_returns = True
 
+    min_size: int  # writable here: resize() sets them
+    max_size: int
+    kwargs: dict[str, Any] | Callable[[], Any]  # never None: autocommit is forced on
+
     def __init__(self, conninfo: base.Conninfo = "", *, kwargs: base.Kwargs = None,
                  config: PoolConfig | None = None, open: bool = False,
-                 connection_class: type[psycopg.Connection[Any]] = psycopg.Connection) -> None:
+                 connection_class: type[CT] = cast("type[CT]", psycopg.Connection)) -> None:
         self.config = config = config or PoolConfig()
         self.conninfo = conninfo
         self.connection_class = connection_class
         self.kwargs = base.autocommit_kwargs(kwargs)
         self.name = config.name or f"pool-{next(_names)}"
-        self.min_size = config.min_size
-        self.max_size = config.max_size
+        self.min_size = cast(int, config.min_size)  # sizes are ints once validated
+        self.max_size = cast(int, config.max_size)
         # psycopg_pool's attributes, read-only here as there (resize() changes the sizes)
         self.timeout = config.timeout
         self.max_waiting = config.max_waiting
@@ -70,8 +75,8 @@ class GreenPool(base.Pool, Generic[CT]):
         self.reconnect_timeout = config.reconnect_timeout
         self.num_workers = config.num_workers  # unused: connections are opened by greenlets of their own
         self.pid = process.pid
-        self._cap: Capacity[psycopg.Connection[Any], gevent.event.AsyncResult] = Capacity(
-            config.min_size, config.max_size, config.max_waiting
+        self._cap: Capacity[CT, gevent.event.AsyncResult] = Capacity(
+            self.min_size, self.max_size, config.max_waiting
         )
         self._check = session.make_check(config.check)
         self._reset = session.make_reset(config.reset, send_only=True)  # read back by self._check
@@ -177,11 +182,12 @@ class GreenPool(base.Pool, Generic[CT]):
             except BaseException:  # interrupted mid-check: its state is unknown
                 self._replace(conn)
                 raise
-            conn._pool = self  # lent: psycopg's close() returns it here
+            # Lent: psycopg's close() returns it here (calling only putconn(), duck-typed).
+            conn._pool = self  # type: ignore[assignment]  # psycopg types _pool as psycopg_pool's BasePool
             self.leases.lend(conn)
             return conn
 
-    def _wait_for_connection(self, deadline: float, wait: float) -> psycopg.Connection[Any]:
+    def _wait_for_connection(self, deadline: float, wait: float) -> CT:
         waiter = gevent.event.AsyncResult()
         if not self._cap.enqueue(waiter):
             self._stats[base.REQUESTS_ERRORS] += 1
@@ -192,14 +198,14 @@ class GreenPool(base.Pool, Generic[CT]):
         timer = gevent.Timeout(max(deadline - started, 0.0))
         timer.start()
         try:
-            return waiter.get()
+            return cast(CT, waiter.get())
         except gevent.Timeout as ex:
             if ex is not timer:
                 self._give_back(waiter)
                 raise
             stats = self.get_stats()  # counting this caller among the waiting, as psycopg_pool does
             if not self._cap.cancel(waiter):
-                return waiter.get_nowait()  # served just as the timer fired
+                return cast(CT, waiter.get_nowait())  # served just as the timer fired
             self._stats[base.REQUESTS_ERRORS] += 1
             raise base.timeout_error(self.name, stats, wait) from None
         except BaseException:  # killed, or the pool closed: leave the queue, return what was served
@@ -215,7 +221,7 @@ class GreenPool(base.Pool, Generic[CT]):
         if not self._cap.cancel(waiter) and waiter.successful():
             self._hand_over(waiter.value)
 
-    def putconn(self, conn: CT) -> None:
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
         """Give back a connection: rolled back and reset, or closed if it is broken, in the
         middle of a query or past ``max_lifetime``; in a forked child, dropped untouched.
 
@@ -229,6 +235,7 @@ class GreenPool(base.Pool, Generic[CT]):
             return
         if getattr(conn, "_pool", None) is not self:
             raise base.not_lent_error(self.name, conn)
+        conn = cast(CT, conn)  # lent by this pool
         # From here on the connection is not lent: a second return, or its close(), is refused.
         conn._pool = None
         now = monotonic()
@@ -252,7 +259,7 @@ class GreenPool(base.Pool, Generic[CT]):
             self._replace(conn)
             logger.warning(base.DISCARDED_RETURN, self.name, conn)
 
-    def _hand_over(self, conn: psycopg.Connection[Any]) -> None:
+    def _hand_over(self, conn: CT) -> None:
         """Give a clean connection to the oldest waiter, or to the idle stack."""
         if self._closed:
             self._close_connection(conn)
@@ -261,7 +268,7 @@ class GreenPool(base.Pool, Generic[CT]):
 
     # -- connections
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self) -> CT:
         started = monotonic()
         self._stats[base.CONNECTIONS_NUM] += 1  # attempts, as psycopg_pool counts them
         try:
@@ -337,7 +344,7 @@ class GreenPool(base.Pool, Generic[CT]):
         if self._cap.grow():
             gevent.spawn(self._add_connection, True)
 
-    def _close_connection(self, conn: psycopg.Connection[Any], *, release: bool = True) -> None:
+    def _close_connection(self, conn: CT, *, release: bool = True) -> None:
         """Close ``conn`` (libpq sends the terminate message; nothing here waits, so nothing can
         interrupt it) and free its slot unless the caller freed it already."""
         conn._pool = None
@@ -349,7 +356,7 @@ class GreenPool(base.Pool, Generic[CT]):
             if release:
                 self._cap.release()
 
-    def _replace(self, conn: psycopg.Connection[Any]) -> None:
+    def _replace(self, conn: CT) -> None:
         self._close_connection(conn)
         self._grow()
 
@@ -365,8 +372,8 @@ class GreenPool(base.Pool, Generic[CT]):
         """
         self.config = config = self.config.resized(min_size, max_size)
         logger.info("resizing pool %r to min_size=%s max_size=%s", self.name, config.min_size, config.max_size)
-        self.min_size, self.max_size = config.min_size, config.max_size
-        for conn in self._cap.resize(config.min_size, config.max_size):
+        self.min_size, self.max_size = cast(int, config.min_size), cast(int, config.max_size)
+        for conn in self._cap.resize(self.min_size, self.max_size):
             self._close_connection(conn)
         self._note_filled()
         self._grow()
@@ -427,7 +434,7 @@ class GreenPool(base.Pool, Generic[CT]):
     # -- stats
 
     @property
-    def _pool(self) -> tuple[psycopg.Connection[Any], ...]:
+    def _pool(self) -> tuple[CT, ...]:
         """The idle connections, under psycopg_pool's (private) name, for code written to read it."""
         return tuple(self._cap.idle)
 
@@ -458,7 +465,7 @@ def _current_greenlet() -> weakref.ref[Any]:
     return weakref.ref(gevent.getcurrent())
 
 
-def _maintain(ref: weakref.ref[GreenPool], borrower_ended: gevent.event.Event, interval: float) -> None:
+def _maintain(ref: weakref.ref[GreenPool[Any]], borrower_ended: gevent.event.Event, interval: float) -> None:
     """Run the pool's maintenance when a borrower ends and every ``interval`` seconds while the
     pool is open, and once it is closed while it still lends some (taken back, they are closed);
     holds only a weak reference, so a forgotten pool can be collected."""

@@ -16,7 +16,7 @@ import logging
 import os
 import weakref
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -35,7 +35,12 @@ from .creation import DatabaseCreation
 
 logger = logging.getLogger("hybridpool")
 
-class DatabaseWrapperMixin:
+if TYPE_CHECKING:  # the wrappers it is mixed into: Django's PostgreSQL one and its PostGIS subclass
+    _WrapperBase = postgresql.DatabaseWrapper
+else:
+    _WrapperBase = object
+
+class DatabaseWrapperMixin(_WrapperBase):
     """The pooling part of the ENGINE, shared by the PostgreSQL and PostGIS wrappers."""
 
     alias: str
@@ -65,12 +70,12 @@ class DatabaseWrapperMixin:
         """
         if self.pooled:
             self._lender = pool = self.get_pool()  # for get_new_connection, next
-            return dict(pool.kwargs)
+            return dict(cast("dict[str, Any]", pool.kwargs))  # a dict: pool_connection_params()
         return self.django_connection_params()
 
     def django_connection_params(self) -> dict[str, Any]:
         """Django's connection parameters, less the peers' pool settings (not libpq parameters)."""
-        params = super().get_connection_params()  # type: ignore[misc]
+        params = super().get_connection_params()
         for key in PEER_KEYS & params.keys():
             del params[key]
         return params
@@ -106,7 +111,7 @@ class DatabaseWrapperMixin:
         :raises ImproperlyConfigured: when the pool is built: ``CONN_MAX_AGE`` is not 0, or a pool
             setting is wrong.
         """
-        lender = getattr(self.connection, "_pool", None)  # type: ignore[attr-defined]
+        lender: Pool | None = getattr(self.connection, "_pool", None)
         if lender is not None:
             return lender
         return self.get_pool() if self.pooled else None
@@ -114,7 +119,7 @@ class DatabaseWrapperMixin:
     def check_settings(self) -> None:
         """Django's checks, then the pool settings'; runs at every ``connect()``, so a wrong setting
         fails at first use."""
-        super().check_settings()  # type: ignore[misc]
+        super().check_settings()
         self.isolation_level_option  # noqa: B018 - validate
         if self.pooled:
             self.pool_config  # noqa: B018 - validate
@@ -184,7 +189,7 @@ class DatabaseWrapperMixin:
             ``PoolClosed``, wrapped by Django.
         """
         if not self.pooled:  # Django's own connection, e.g. its maintenance connection to "postgres"
-            return super().get_new_connection(conn_params)  # type: ignore[misc]
+            return super().get_new_connection(conn_params)
         level = self.isolation_level_option
         # As Django's backend: READ COMMITTED unless OPTIONS say otherwise, set before autocommit.
         self.isolation_level = IsolationLevel.READ_COMMITTED if level is None else level
@@ -201,15 +206,15 @@ class DatabaseWrapperMixin:
         that is not shared), or, while the wrapper is shared between threads
         (``inc_thread_sharing``), by the wrapper itself, until it is closed or collected."""
         holder = weakref.ref(self)
-        pool.leases.assign(connection, holder, shared=self.allow_thread_sharing)  # type: ignore[attr-defined]
+        pool.leases.assign(connection, holder, shared=self.allow_thread_sharing)
 
     def inc_thread_sharing(self) -> None:
         """Django's; a connection opened before the wrapper is shared is then borrowed by the
         wrapper, as one opened while it is shared: the thread or greenlet that opened it may end
         while others use it."""
-        super().inc_thread_sharing()  # type: ignore[misc]
-        if self.pooled and self.connection is not None:  # type: ignore[attr-defined]
-            self._hold(self.connection, self.pool)  # type: ignore[attr-defined,arg-type]
+        super().inc_thread_sharing()
+        if self.pooled and self.connection is not None:
+            self._hold(self.connection, cast(Pool, self.pool))  # pooled: a Pool
 
     def init_connection_state(self) -> None:
         """Django's session set-up, on every checkout of a pooled connection.
@@ -219,10 +224,11 @@ class DatabaseWrapperMixin:
         here, and the time zone if it differs from the session default (it does not, see
         :meth:`pool_connection_params`).
         """
-        super().init_connection_state()  # type: ignore[misc]
-        if self.pooled and self.connection is not None:  # type: ignore[attr-defined]
-            if self._configure_connection(self.connection) and not self.get_autocommit():  # type: ignore[attr-defined]
-                self.connection.commit()  # type: ignore[attr-defined]
+        super().init_connection_state()
+        if self.pooled and self.connection is not None:
+            if (self._configure_connection(self.connection)  # type: ignore[attr-defined]  # not in django-stubs
+                    and not self.get_autocommit()):
+                self.connection.commit()
 
     def close_if_unusable_or_obsolete(self) -> None:
         """Give the connection back to the pool (Django calls this at each request's start and end).
@@ -231,9 +237,9 @@ class DatabaseWrapperMixin:
         trip after an error) is skipped because the pool checks what it lends.
         """
         if not self.pooled:
-            super().close_if_unusable_or_obsolete()  # type: ignore[misc]
-        elif self.connection is not None:  # type: ignore[attr-defined]
-            self.close()  # type: ignore[attr-defined]
+            super().close_if_unusable_or_obsolete()
+        elif self.connection is not None:
+            self.close()
 
 
 class DatabaseWrapper(DatabaseWrapperMixin, postgresql.DatabaseWrapper):
