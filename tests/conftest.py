@@ -22,7 +22,8 @@ import pytest
 
 from hybridpool import PoolConfig, close_all, create_pool, embedded
 from hybridpool.migration import PEER_KEYS
-from hybridpool.runtime import driver_for, gevent_active, pool_class
+from hybridpool.factory import pool_class
+from hybridpool.runtime import driver_for, gevent_active
 from tests import gis  # PostGIS tests (tests/test_postgis.py)
 
 GEVENT = gevent_active()

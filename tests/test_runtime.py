@@ -21,3 +21,23 @@ def test_forcing_the_gevent_driver_without_gevent_names_the_setting_and_the_fix(
     assert done.stdout.startswith(
         "ImproperlyConfigured hybridpool setting 'driver' = 'gevent' needs gevent, which cannot be imported"), done
     assert "pip install 'hybridpool[gevent]'" in done.stdout
+
+
+WITHOUT_DJANGO_DB = """
+import sys
+import hybridpool
+pool = hybridpool.create_pool(sys.argv[1], min_size=1)
+with pool.connection() as conn:
+    conn.execute("SELECT 1")
+pool.close()
+print(sorted(name for name in sys.modules if name == "django.db" or name.startswith("django.db.")))
+"""
+
+
+def test_import_hybridpool_and_create_pool_load_no_django_database_layer(conninfo):
+    """A pool without Django (scripts, Celery tasks using psycopg alone) loads none of Django's
+    database layer; the names that need it (``connection()``, ``get_pool()``...) load it on first use."""
+    done = subprocess.run([sys.executable, "-c", WITHOUT_DJANGO_DB, conninfo], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

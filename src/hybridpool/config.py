@@ -17,6 +17,8 @@ from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .validation import PoolSettingError, check_choice, check_int, check_seconds, setting_error, setting_name
+
 DRIVERS = ("auto", "gevent", "thread")
 CHECKS = ("auto", "always", "never")
 RESETS = ("safe", "rollback")
@@ -33,12 +35,6 @@ NOT_SETTABLE = {
     "connection_class": "Django's backend needs psycopg.Connection",
     "close_returns": "hybridpool always returns a connection on close(), which is how Django gives it back",
 }
-
-
-class PoolSettingError(ImproperlyConfigured, ValueError):
-    """A pool setting with a wrong value: Django's :class:`ImproperlyConfigured`, and the
-    :class:`ValueError` psycopg_pool raises for a wrong argument, so that code written for either
-    catches it."""
 
 
 #: alias -> (a copy of the OPTIONS read, CONN_HEALTH_CHECKS, the config): :meth:`PoolConfig.of_alias`.
@@ -126,16 +122,16 @@ class PoolConfig:
         if type(self.leak_timeout) not in (int, float) or not 0 <= self.leak_timeout < float("inf"):
             raise setting_error(where, "leak_timeout", self.leak_timeout, "a number of seconds >= 0 (0: off)")
         if not callable(self.check):
-            _choice(where, "check", self.check, CHECKS, extra="or a callable taking the connection")
+            check_choice(where, "check", self.check, CHECKS, extra="or a callable taking the connection")
         if not callable(self.reset):
-            _choice(where, "reset", self.reset, RESETS, extra="or a callable taking the connection")
+            check_choice(where, "reset", self.reset, RESETS, extra="or a callable taking the connection")
         for key in ("configure", "reconnect_failed"):
             if getattr(self, key) is not None and not callable(getattr(self, key)):
                 raise setting_error(where, key, getattr(self, key), "a callable or None")
         check_int(where, "num_workers", self.num_workers, minimum=1)
         if self.name is not None and not isinstance(self.name, str):
             raise setting_error(where, "name", self.name, "a str or None")
-        _choice(where, "driver", self.driver, DRIVERS)
+        check_choice(where, "driver", self.driver, DRIVERS)
 
     def resized(self, min_size: int, max_size: int | None = None) -> PoolConfig:
         """This config with other sizes (``max_size`` default: ``min_size``), for ``resize()``.
@@ -199,40 +195,13 @@ class PoolConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         for key in options:
             if key in NOT_SETTABLE:
-                raise PoolSettingError(f"{_name(where, key)}: not a setting with hybridpool: {NOT_SETTABLE[key]}")
+                raise PoolSettingError(
+                    f"{setting_name(where, key)}: not a setting with hybridpool: {NOT_SETTABLE[key]}")
             if key not in known:
-                raise PoolSettingError(f"{_name(where, key)}: unknown setting; allowed: {', '.join(sorted(known))}")
+                raise PoolSettingError(
+                    f"{setting_name(where, key)}: unknown setting; allowed: {', '.join(sorted(known))}")
         config = object.__new__(cls)
         for f in dataclasses.fields(cls):
             object.__setattr__(config, f.name, options.get(f.name, f.default))
         config._validate(where=where)
         return config
-
-
-def _name(where: str, key: str) -> str:
-    return f"{where}[{key!r}]" if where.endswith("]") else f"{where} {key!r}"
-
-
-def setting_error(where: str, key: str, value: Any, allowed: str) -> PoolSettingError:
-    """The error for setting ``key`` of ``where`` having ``value``: it must be ``allowed``."""
-    return PoolSettingError(f"{_name(where, key)} = {value!r} ({type(value).__name__}): must be {allowed}")
-
-
-def check_int(where: str, key: str, value: Any, *, minimum: int, why: str = "") -> int:
-    """Return ``value`` if it is an int (not a bool) >= ``minimum``; else raise :func:`setting_error`."""
-    if type(value) is not int or value < minimum:
-        raise setting_error(where, key, value, f"an int >= {minimum}{why}")
-    return value
-
-
-def check_seconds(where: str, key: str, value: Any) -> float:
-    """Return ``value`` if it is a finite number of seconds > 0; else raise :func:`setting_error`."""
-    if type(value) not in (int, float) or not 0 < value < float("inf"):
-        raise setting_error(where, key, value, "a number of seconds > 0 (int or float)")
-    return cast(float, value)
-
-
-def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...], extra: str = "") -> None:
-    if not isinstance(value, str) or value not in allowed:
-        choices = " or ".join(repr(a) for a in allowed)
-        raise setting_error(where, key, value, f"{choices} {extra}".strip())

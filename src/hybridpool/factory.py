@@ -1,12 +1,18 @@
-"""``create_pool``: a pool without Django."""
+"""Which driver class serves a pool, and ``create_pool``: a pool without Django."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 from .config import PoolConfig
 from .pool import Conninfo, Kwargs, Pool
-from .runtime import driver_for, pool_class
+from .runtime import driver_for
+
+if TYPE_CHECKING:
+    from .asgi.pool import ThreadPool
+    from .green.pool import GreenPool
 
 
 def create_pool(conninfo: Conninfo = "", *, kwargs: Kwargs = None, open: bool = True,
@@ -27,3 +33,22 @@ def create_pool(conninfo: Conninfo = "", *, kwargs: Kwargs = None, open: bool = 
     if open:
         pool.open()
     return pool
+
+
+def pool_class(driver: str) -> type[GreenPool[Any]] | type[ThreadPool[Any]]:
+    """Return the :class:`Pool` class of ``driver`` (``"gevent"`` or ``"thread"``).
+
+    :raises ImproperlyConfigured: ``"gevent"`` without gevent installed.
+    """
+    if driver == "gevent":
+        try:
+            from .green.pool import GreenPool
+        except ImportError as ex:
+            raise ImproperlyConfigured(
+                f"hybridpool setting 'driver' = 'gevent' needs gevent, which cannot be imported ({ex});"
+                " install it with: pip install 'hybridpool[gevent]'"
+            ) from ex
+        return GreenPool
+    from .asgi.pool import ThreadPool
+
+    return ThreadPool

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .config import check_int, check_seconds, setting_error
+from .validation import check_int, check_seconds, setting_error
 
 #: SQLAlchemy's QueuePool defaults, for a ``pool_size`` or ``max_overflow`` given alone.
 SQLALCHEMY_POOL_SIZE = 5

@@ -108,7 +108,8 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool[BudgetedConnectio
 
 
 @asynccontextmanager
-async def aconnection(alias: str = DEFAULT_DB_ALIAS, timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+async def aconnection(alias: str = DEFAULT_DB_ALIAS,
+                      timeout: float | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """Lend a :class:`psycopg.AsyncConnection` from the running loop's pool for ``alias``.
 
     The connection is in autocommit (``async with aconn.transaction():`` for a transaction) and

@@ -115,7 +115,8 @@ def not_lent_error(name: str, conn: psycopg.BaseConnection[Any]) -> ValueError:
     """The :class:`ValueError` for a ``putconn`` of a connection the pool has not lent: another
     pool's, or one returned already (psycopg_pool refuses both with a ``ValueError`` too)."""
     owner = getattr(conn, "_pool", None)
-    why = f"it comes from pool {owner.name!r}" if owner is not None else "it is not lent by any pool (returned already?)"
+    why = (f"it comes from pool {owner.name!r}" if owner is not None
+           else "it is not lent by any pool (returned already?)")
     return ValueError(f"can't return connection to pool {name!r}, {why}: {conn}")
 
 

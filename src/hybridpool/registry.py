@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from . import exit_guard
-from .asgi import LoopPool
+from .asgi.pool import LoopPool
 from .asgi.budget import ConnectionBudget
 from .pool import Pool
 

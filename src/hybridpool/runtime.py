@@ -11,15 +11,9 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
-
-from django.core.exceptions import ImproperlyConfigured
+from typing import Any
 
 from .config import PoolConfig
-
-if TYPE_CHECKING:
-    from .asgi import ThreadPool
-    from .green import GreenPool
 
 
 def gevent_active() -> bool:
@@ -63,22 +57,3 @@ def driver_for(config: PoolConfig) -> str:
     if config.driver != "auto":
         return config.driver
     return "gevent" if gevent_active() else "thread"
-
-
-def pool_class(driver: str) -> type[GreenPool[Any]] | type[ThreadPool[Any]]:
-    """Return the :class:`Pool` class of ``driver`` (``"gevent"`` or ``"thread"``).
-
-    :raises ImproperlyConfigured: ``"gevent"`` without gevent installed.
-    """
-    if driver == "gevent":
-        try:
-            from .green import GreenPool
-        except ImportError as ex:
-            raise ImproperlyConfigured(
-                f"hybridpool setting 'driver' = 'gevent' needs gevent, which cannot be imported ({ex});"
-                " install it with: pip install 'hybridpool[gevent]'"
-            ) from ex
-        return GreenPool
-    from .asgi import ThreadPool
-
-    return ThreadPool

@@ -169,7 +169,8 @@ def clean_returned(conn: psycopg.Connection[Any], reset: Callable[[psycopg.Conne
     return True
 
 
-async def aclean_returned(conn: psycopg.AsyncConnection[Any], reset: Callable[[psycopg.AsyncConnection[Any]], Any]) -> bool:
+async def aclean_returned(conn: psycopg.AsyncConnection[Any],
+                          reset: Callable[[psycopg.AsyncConnection[Any]], Any]) -> bool:
     """The async twin of :func:`clean_returned` (``reset``: :func:`make_areset`'s)."""
     action = on_return(conn.pgconn.transaction_status)
     if action == CANCEL:
@@ -427,7 +428,8 @@ def _changed_attributes(conn: psycopg.BaseConnection[Any]) -> list[tuple[str, An
     return [(name, value) for name, value in CLIENT_DEFAULTS if getattr(conn, name) != value]
 
 
-def make_reset(reset: str | Callable[..., Any], *, send_only: bool = False) -> Callable[[psycopg.Connection[Any]], None]:
+def make_reset(reset: str | Callable[..., Any], *,
+               send_only: bool = False) -> Callable[[psycopg.Connection[Any]], None]:
     """Return the function that resets an idle returned connection, per the ``reset`` setting.
 
     Every variant restores :data:`CLIENT_DEFAULTS` and stamps the connection as used; ``"safe"``

@@ -77,7 +77,8 @@ def adapted(driver: str) -> type:
 
 def _stand_in(driver: str) -> types.ModuleType:
     module = types.ModuleType("psycopg_pool", "psycopg_pool, with a hybridpool driver as ConnectionPool")
-    module.__dict__.update({name: getattr(psycopg_pool, name) for name in dir(psycopg_pool) if not name.startswith("__")})
+    module.__dict__.update({name: getattr(psycopg_pool, name) for name in dir(psycopg_pool)
+                            if not name.startswith("__")})
     module.ConnectionPool = adapted(driver)  # type: ignore[attr-defined]
     return module
 

@@ -58,7 +58,7 @@ def run_config(name: str, suite: Path, dsn: str, pytest_args: list[str]) -> int:
     driver, patched = CONFIGS[name]
     with psycopg.connect(dsn, autocommit=True) as conn:  # the suite's README: one test leaves it behind
         conn.execute("DROP TABLE IF EXISTS test_intrans_rollback")
-    runner = [sys.executable, "-m", "gevent.monkey", "--module", "pytest"] if patched else [sys.executable, "-m", "pytest"]
+    runner = [sys.executable, *(["-m", "gevent.monkey", "--module"] if patched else ["-m"]), "pytest"]
     with tempfile.TemporaryDirectory(prefix="hybridpool-psycopg-pool-suite-") as cache:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
                "PSYCOPG_TEST_DSN": dsn, "HYBRIDPOOL_SUITE_DRIVER": driver, "HYBRIDPOOL_SUITE_CONFIG": name,

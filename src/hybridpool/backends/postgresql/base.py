@@ -26,7 +26,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 from django.utils.asyncio import async_unsafe
 
-from ... import checks, registry, runtime  # noqa: F401 - checks registers the system checks
+from ... import checks, factory, registry, runtime  # noqa: F401 - checks registers the system checks
 from ...config import PoolConfig
 from ...cursors import PooledConnection, ResettingCursor
 from ...migration import PEER_KEYS, translate
@@ -156,7 +156,7 @@ class DatabaseWrapperMixin(_WrapperBase):
         where = f"DATABASES[{self.alias!r}]['OPTIONS']"
         for note in translate(self.settings_dict["OPTIONS"], where)[1]:
             logger.info("%s: %s", where, note)
-        return runtime.pool_class(driver)(kwargs=self.pool_connection_params(), config=self.pool_config,
+        return factory.pool_class(driver)(kwargs=self.pool_connection_params(), config=self.pool_config,
                                           connection_class=PooledConnection)
 
     def pool_connection_params(self) -> dict[str, Any]:
