@@ -64,6 +64,16 @@ def test_invalid_keyword_is_refused_before_any_connection(settings, key, message
     assert message in str(raised.value)
 
 
+def test_a_check_in_the_pool_options_takes_precedence_over_conn_health_checks():
+    def custom_check(conn):  # Django 6.1's rule (#37075): the pool's own check wins
+        pass
+
+    assert PoolConfig.from_django({"pool": {"check": custom_check}}, health_checks=True).check is custom_check
+    assert PoolConfig.from_django({"pool": {"check": "never"}}, health_checks=True).check == "never"
+    assert PoolConfig.from_django({"pool": True}, health_checks=True).check == "always"
+    assert PoolConfig.from_django({"pool": True}, health_checks=False).check == "auto"
+
+
 def test_pool_option_must_be_true_or_a_dict():
     with pytest.raises(ImproperlyConfigured, match=r"\['pool'\] = 'yes' \(str\): must be True or a dict"):
         PoolConfig.from_django({"pool": "yes"})

@@ -1,4 +1,4 @@
-"""An interrupted borrower never costs a slot nor shares a connection (DESIGN.md invariants 1 and 4).
+"""An interrupted borrower never costs a slot nor shares a connection (docs/design.md invariants 1 and 4).
 
 Every driver, and the async pool, is interrupted at each point where checkout, use and return wait
 on the server (:mod:`tests.interrupt`); after each, every slot is accounted for: nothing is lent,

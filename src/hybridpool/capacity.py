@@ -8,7 +8,7 @@ The model is psycopg_pool's: a connection returned while callers wait goes strai
 them (first come, first served: nobody arriving later can jump the queue), the pool grows one
 connection at a time ("or returning connections might be starved", psycopg_pool), and a slot is
 reserved before connecting and freed when the connection is closed or the connect fails, so the
-number of connections can never pass ``max_size`` (invariant 1 of DESIGN.md).
+number of connections can never pass ``max_size`` (invariant 1 of docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Who holds each lent connection: strays are reclaimed, long holders reported (DESIGN.md invariant 5).
+"""Who holds each lent connection: strays are reclaimed, long holders reported (docs/design.md invariant 5).
 
 A borrower is the greenlet or thread that took a connection. Code that forgets to give one back
 (a spawned greenlet or a thread using the ORM outside a request, never calling ``close()``) would

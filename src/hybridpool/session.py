@@ -2,7 +2,7 @@
 
 These functions touch only the connection they are given; the green driver calls them itself and
 the psycopg_pool driver passes them to psycopg_pool as its ``check`` and ``reset`` callbacks, so both
-drivers apply the same policy (DESIGN.md invariants 3 and 4).
+drivers apply the same policy (docs/design.md invariants 3 and 4).
 """
 
 from __future__ import annotations

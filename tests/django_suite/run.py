@@ -115,7 +115,7 @@ TEMPLATE = "djsuite_template"
 #: Test id -> why hybridpool cannot pass it. Only for something a pool truly cannot do.
 _PERSISTENT = ("patches CONN_MAX_AGE = None into the live alias and needs its connection to persist across"
                " requests: persistent connections are what a pool replaces, and hybridpool refuses them"
-               " (DESIGN.md section 4); Django's pool refuses them too and passes only because the setting"
+               " (docs/design.md section 4); Django's pool refuses them too and passes only because the setting"
                " is patched after its pool exists")
 EXPECTED: dict[str, str] = {
     "backends.base.test_base.ConnectionHealthChecksTests.test_health_checks_disabled": _PERSISTENT,
@@ -125,7 +125,21 @@ EXPECTED: dict[str, str] = {
         " when it is True. hybridpool's pools check what they lend in their own getconn (so that a"
         " broken connection is replaced at once, not after psycopg_pool's backoff), whatever"
         " CONN_HEALTH_CHECKS says: a connection idle for 1 s or whose socket has data pending; that"
-        " check keeps a terminated connection from being lent (DESIGN.md invariant 3)"),
+        " check keeps a terminated connection from being lent (docs/design.md invariant 3)"),
+    # Django 6.1: create_test_db(serialize=...) is deprecated, and the test checks the warning names its caller.
+    "backends.base.test_creation.TestDbCreationTests.test_serialize_deprecation": (
+        "asserts that the deprecation warning of create_test_db(serialize=...) names the test's own file."
+        " The ENGINE's DatabaseCreation wraps create_test_db to close the alias's pools before and after it"
+        " (a pool built for the database named before must not outlive the change), so the warning, raised"
+        " with stacklevel=2, names the wrapper. Closing the pools around the inner _create_test_db step"
+        " only, which adds no frame, leaves pools built during migrate open into the tests and hangs"
+        " multiple_database under gevent"),
+    # Django 6.1 (#37075); hybridpool's own test_config.py checks the precedence itself.
+    "backends.postgresql.tests.Tests.test_pool_check_can_be_overridden": (
+        "asserts that psycopg_pool's private pool._check is the check given in OPTIONS['pool']. With"
+        " hybridpool that check does take precedence over CONN_HEALTH_CHECKS (tests/test_config.py), and"
+        " runs in hybridpool's own getconn: psycopg_pool's _check stays None, so that a broken connection"
+        " is replaced at once rather than after psycopg_pool's backoff"),
 }
 
 STOCK = "django.db.backends.postgresql"
