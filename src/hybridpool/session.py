@@ -1,8 +1,9 @@
 """What every driver does to one connection on checkout and return: liveness check and reset.
 
-These functions touch only the connection they are given; the green driver calls them itself and
-the psycopg_pool driver passes them to psycopg_pool as its ``check`` and ``reset`` callbacks, so both
-drivers apply the same policy (docs/design.md invariants 3 and 4).
+These functions touch only the connection they are given; every driver calls them itself, in its
+own ``getconn`` and ``putconn`` (the psycopg_pool driver gives psycopg_pool no ``check`` or
+``reset`` callback: see :func:`hybridpool.asgi.pool.pool_arguments`), so all apply the same
+policy (docs/design.md invariants 3 and 4).
 """
 
 from __future__ import annotations
