@@ -125,7 +125,7 @@ def instrument(timers: Timers) -> None:
     from django.db.backends.utils import CursorWrapper
     from django.db.models.sql.compiler import SQLCompiler
 
-    from hybridpool import session
+    from hybridpool import lifecycle
     from hybridpool.asgi import pool as asgi_pool
 
     timers.wrap_async(SyncToAsync, "__call__", "sync_to_async: await (loop side)")

@@ -80,7 +80,7 @@ def psycopg_pool_case(reset: str | None) -> Case:
     hybridpool's reset function of that name as its ``reset`` callback (which it runs in a worker)."""
     from psycopg_pool import ConnectionPool
 
-    from hybridpool.session import make_reset
+    from hybridpool.lifecycle import make_reset
 
     def case(conninfo: str) -> tuple[Op, Op]:
         pool = ConnectionPool(conninfo, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True,

@@ -140,8 +140,8 @@ def test_growth_is_one_at_a_time_and_never_past_max_size():
         cap.enqueue(waiter)
     assert cap.grow() is True
     assert cap.grow() is False  # one growth at a time
-    assert cap.grown() is True  # callers still wait: the next step is reserved
-    assert cap.grown() is False  # max_size reached
+    assert cap.growth_ended() is True  # callers still wait: the next step is reserved
+    assert cap.growth_ended() is False  # max_size reached
     assert cap.nconns == 2
 
 

@@ -133,7 +133,7 @@ class Capacity(Generic[C, W]):
     def grow(self) -> bool:
         """Reserve a slot for one more connection if callers wait and the cap allows it.
 
-        Only one growth runs at a time; :meth:`grown` says whether it continues.
+        Only one growth runs at a time; :meth:`growth_ended` says whether it continues.
         """
         if self.growing or not self.waiting or self.nconns >= self.max_size:
             return False
@@ -141,7 +141,7 @@ class Capacity(Generic[C, W]):
         self.growing = True
         return True
 
-    def grown(self) -> bool:
+    def growth_ended(self) -> bool:
         """A growth step ended (its connection was handed over, or failed): reserve the next one?"""
         self.growing = False
         return self.grow()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
-from .session import finish_reset
+from .lifecycle import finish_reset
 
 if TYPE_CHECKING:
     from .leases import Leases

@@ -1,6 +1,6 @@
 """Whether a socket has something to read right now: one zero-timeout ``poll(2)``, holding the GIL.
 
-The checkout of a recently used connection polls its socket (:func:`hybridpool.session.needs_check`).
+The checkout of a recently used connection polls its socket (:func:`hybridpool.lifecycle.needs_check`).
 ``select.select`` and ``select.poll`` release the GIL around the system call, as CPython does for
 every call that may block; one that cannot block gains nothing from it, and with a dozen request
 threads waiting for the GIL (Django's ORM calls under ASGI run each in a thread of asgiref's) the

@@ -5,7 +5,7 @@ Django runs in per-request ``sync_to_async`` threads under ASGI, threaded WSGI s
 :class:`LoopPool` is a :class:`psycopg_pool.AsyncConnectionPool` for native async code, opened
 inside the event loop it serves. psycopg_pool does the pooling (waiting queue, growth, expiry,
 reconnection with backoff); this module only maps :class:`~hybridpool.PoolConfig` onto it, plugs in
-the shared check and reset (:mod:`hybridpool.session`) and words the errors like every driver.
+the shared check and reset (:mod:`hybridpool.lifecycle`) and words the errors like every driver.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from psycopg_pool.pool_async import StopWorker
 
 from .. import pool as base
 from ..pool import ACT, CT
-from .. import process, session
+from .. import lifecycle, process
 from ..config import PoolConfig
 from ..leases import Leases, maintenance_interval, reclaim
 from ..runtime import gevent_active
@@ -53,7 +53,7 @@ def pool_arguments(config: PoolConfig, kwargs: base.Kwargs, *, asynchronous: boo
     ``async_to_sync`` call's, ``asyncio.run``'s) would drop the returns still queued, leaving their
     connections open but in no pool.
     """
-    configure = session.make_aconfigure if asynchronous else session.make_configure
+    configure = lifecycle.make_aconfigure if asynchronous else lifecycle.make_configure
     return {
         "kwargs": base.autocommit_kwargs(kwargs),
         "name": config.name,
@@ -108,9 +108,9 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         self._borrower_ended = threading.Event()
         self.leases = Leases(self.config.leak_timeout, wake=self._borrower_ended.set)
         self._watcher: threading.Thread | None = None
-        self._check_lent = session.make_check(self.config.check)
+        self._check_lent = lifecycle.make_check(self.config.check)
         # Sent, not waited for: the check reads the answer at the next checkout.
-        self._reset_returned = session.make_reset(self.config.reset, send_only=True)
+        self._reset_returned = lifecycle.make_reset(self.config.reset, send_only=True)
         # Under gevent's patching psycopg_pool's threads are greenlets, and a greenlet killed while
         # it waits in psycopg_pool's queue would leave its place there to take the next connection.
         self._shielded = gevent_active()
@@ -125,7 +125,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         held it last, which cannot join itself."""
         if self._watcher is None:
             self._watcher = threading.Thread(
-                target=_watch, args=(weakref.ref(self), self._borrower_ended, maintenance_interval(self.config)),
+                target=_maintenance_loop, args=(weakref.ref(self), self._borrower_ended, maintenance_interval(self.config)),
                 name=f"hybridpool-watch-{self.name}", daemon=True)
             self._watcher.start()
 
@@ -214,7 +214,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         if (lease := self.leases.end(conn)) is not None:
             self._stats[self._USAGE_MS] += int(1000.0 * (monotonic() - lease.lent_at))
         try:
-            if not self.closed and not session.clean_returned(conn, self._reset_returned):
+            if not self.closed and not lifecycle.clean_returned(conn, self._reset_returned):
                 conn.pgconn.finish()  # psycopg_pool counts it in returns_bad and opens another
         except BaseException:  # interrupted while it waited on the server
             conn.pgconn.finish()
@@ -229,7 +229,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         while the reset sent by :meth:`putconn` is under way (psycopg_pool would take the busy
         connection for one returned mid-query and close it); the check reads its answer before
         the connection is lent again. Overrides a private method of psycopg_pool 3.2-3.3."""
-        if not getattr(conn, session.RESET_SENT, False):
+        if not getattr(conn, lifecycle.RESET_SENT, False):
             super()._reset_connection(conn)
 
     check_connection = base.Pool.__dict__["check_connection"]  # used by psycopg_pool's check() too
@@ -243,7 +243,7 @@ def _settle(result: Any, function: Any, *args: Any) -> None:
         result.set_exception(ex)
 
 
-def _watch(ref: weakref.ref[ThreadPool[Any]], borrower_ended: threading.Event, interval: float) -> None:
+def _maintenance_loop(ref: weakref.ref[ThreadPool[Any]], borrower_ended: threading.Event, interval: float) -> None:
     """Reclaim the connections of ended borrowers when one ends, and every ``interval`` seconds,
     while the pool is open, and once it is closed while it still lends some (taken back, they are
     closed: a borrower that outlives the pool's close would otherwise keep its connection open);
@@ -271,8 +271,8 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
                  connection_class: type[ACT] = cast("type[ACT]", psycopg.AsyncConnection)) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
-        self._check_lent = session.make_check(self.config.check, asynchronous=True)
-        self._reset_returned = session.make_areset(self.config.reset)
+        self._check_lent = lifecycle.make_check(self.config.check, asynchronous=True)
+        self._reset_returned = lifecycle.make_areset(self.config.reset)
         super().__init__(conninfo, open=False, connection_class=connection_class,
                          **pool_arguments(self.config, kwargs, asynchronous=True))
 
@@ -323,7 +323,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             try:
                 await self._check_lent(conn)
                 if not carry:
-                    await session.aflush_reset(conn)
+                    await lifecycle.aflush_reset(conn)
             except Exception as ex:
                 logger.info(base.FAILED_CHECK, self.name, ex)
                 await self._discard(conn)
@@ -370,7 +370,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             return
         self._check_pool_putconn(conn)
         try:
-            if not self.closed and not await session.aclean_returned(conn, self._reset_returned):
+            if not self.closed and not await lifecycle.aclean_returned(conn, self._reset_returned):
                 _close_at_once(conn)  # psycopg_pool counts it in returns_bad and opens another
         except BaseException:  # cancelled while it waited on the server
             _close_at_once(conn)

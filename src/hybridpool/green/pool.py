@@ -28,7 +28,7 @@ import psycopg
 
 from .. import pool as base
 from ..pool import CT
-from .. import process, session
+from .. import lifecycle, process
 from ..capacity import Backoff, Capacity, expiry
 from ..config import PoolConfig
 from ..leases import Leases, maintenance_interval, reclaim
@@ -78,12 +78,12 @@ class GreenPool(base.Pool, Generic[CT]):
         self._cap: Capacity[CT, gevent.event.AsyncResult] = Capacity(
             self.min_size, self.max_size, config.max_waiting
         )
-        self._check = session.make_check(config.check)
-        self._reset = session.make_reset(config.reset, send_only=True)  # read back by self._check
+        self._check = lifecycle.make_check(config.check)
+        self._reset = lifecycle.make_reset(config.reset, send_only=True)  # read back by self._check
         # Only the safe reset is sent on return; a connection just returned is then passed over
         # for one whose reset has been answered, so that the borrower does not wait for it.
-        self._settled = session.settled if config.reset == "safe" else None
-        self._configure = session.make_configure(config.configure)
+        self._settled = lifecycle.settled if config.reset == "safe" else None
+        self._configure = lifecycle.make_configure(config.configure)
         self._stats: defaultdict[str, int] = defaultdict(int)  # counters; a Counter costs twice as much to add to
         self._borrower_ended = gevent.event.Event()
         self.leases = Leases(config.leak_timeout, borrower=_current_greenlet, wake=self._borrower_ended.set,
@@ -119,7 +119,7 @@ class GreenPool(base.Pool, Generic[CT]):
         if self._closed:
             self._closed = False
             self._was_opened = True
-            self._maintenance = gevent.spawn(_maintain, weakref.ref(self), self._borrower_ended,
+            self._maintenance = gevent.spawn(_maintenance_loop, weakref.ref(self), self._borrower_ended,
                                              maintenance_interval(self.config))
             self._grow()
             logger.info("pool %r opened: min_size=%s, max_size=%s", self.name, self.min_size, self.max_size)
@@ -247,7 +247,7 @@ class GreenPool(base.Pool, Generic[CT]):
             self._replace(conn)
             return
         try:
-            clean = session.clean_returned(conn, self._reset)
+            clean = lifecycle.clean_returned(conn, self._reset)
         except BaseException:  # interrupted while it waited on the server: its state is unknown
             self._stats[base.RETURNS_BAD] += 1
             self._replace(conn)
@@ -319,7 +319,7 @@ class GreenPool(base.Pool, Generic[CT]):
         self._cap.connected()
         self._note_filled()
         self._hand_over(conn)
-        if growing and self._cap.grown():
+        if growing and self._cap.growth_ended():
             gevent.spawn(self._add_connection, True)
 
     def _note_filled(self) -> None:
@@ -465,7 +465,7 @@ def _current_greenlet() -> weakref.ref[Any]:
     return weakref.ref(gevent.getcurrent())
 
 
-def _maintain(ref: weakref.ref[GreenPool[Any]], borrower_ended: gevent.event.Event, interval: float) -> None:
+def _maintenance_loop(ref: weakref.ref[GreenPool[Any]], borrower_ended: gevent.event.Event, interval: float) -> None:
     """Run the pool's maintenance when a borrower ends and every ``interval`` seconds while the
     pool is open, and once it is closed while it still lends some (taken back, they are closed);
     holds only a weak reference, so a forgotten pool can be collected."""
