@@ -100,8 +100,12 @@ def _grant(waiter: asyncio.Future[None]) -> None:
 
 
 #: Longest wait for the server to end a backend whose connection was closed, before its unit is
-#: given back anyway (s).
-BACKEND_EXIT_TIMEOUT = 1.0
+#: given back anyway (s). A backend ends within milliseconds; on a loaded 2-core machine 1 s was
+#: seen not to be enough (the server refused a connection the budget had allowed).
+BACKEND_EXIT_TIMEOUT = 5.0
+#: How long after a connection attempt is cancelled its unit is given back (s): the server ends
+#: the backend it was starting once it sees the socket closed, within milliseconds.
+ABORTED_CONNECT_GRACE = 0.2
 
 
 class BudgetedConnection(psycopg.AsyncConnection[Any]):
@@ -130,9 +134,17 @@ class BudgetedConnection(psycopg.AsyncConnection[Any]):
         try:
             conn = await super().connect(conninfo, **kwargs)
         except BaseException as ex:
-            if not isinstance(ex, Exception):  # cancelled mid-connect: psycopg's connection in the
-                traceback.clear_frames(ex.__traceback__)  # making is freed, its socket closed, now
-            cls.budget.release()
+            if isinstance(ex, Exception):  # refused, or no server: no backend counts it
+                cls.budget.release()
+                raise
+            # Cancelled mid-connect (an ending loop cancels its pool's connection attempts):
+            # psycopg's connection in the making is freed and its socket closed now, but the
+            # server may still count the backend it was starting: the unit comes back a moment
+            # later, when that backend has seen the socket close and ended.
+            traceback.clear_frames(ex.__traceback__)
+            timer = threading.Timer(ABORTED_CONNECT_GRACE, cls.budget.release)
+            timer.daemon = True
+            timer.start()
             raise
         conn._give_back_unit = weakref.finalize(conn, cls.budget.release)
         return conn
