@@ -96,16 +96,11 @@ class Capacity(Generic[C, W]):
 
     def resize(self, min_size: int, max_size: int) -> list[C]:
         """Change the sizes; return the idle connections above the new ``max_size``, to close
-        (their slots are still taken). Lent connections above it are closed when returned
-        (:meth:`over_max`); a larger ``min_size`` is reached by :meth:`fill`."""
+        (their slots are still taken); a larger ``min_size`` is reached by :meth:`fill`."""
         self.min_size, self.max_size = min_size, max_size
         excess = max(self.nconns - max_size, 0)
         surplus, self.idle = self.idle[:excess], self.idle[excess:]
         return surplus
-
-    def over_max(self) -> bool:
-        """True while more connections are open than ``max_size`` (after a resize)."""
-        return self.nconns > self.max_size
 
     def release(self) -> None:
         """Free the slot of a connection that was closed or could not be opened."""

@@ -150,6 +150,10 @@ class Leases:
             if shared:
                 lease.borrower = holder
 
+    def lent(self) -> list[Any]:
+        """The connections lent now (a copy)."""
+        return [lease.conn for lease in list(self._leases.values())]
+
     def end(self, conn: Any) -> Lease | None:
         """Record that ``conn`` came back; return its lease (None if it was not lent)."""
         return self._leases.pop(id(conn), None)

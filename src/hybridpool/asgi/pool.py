@@ -10,6 +10,7 @@ the shared check and reset (:mod:`hybridpool.lifecycle`) and words the errors li
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import logging
 import threading
@@ -107,7 +108,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         self.pid = process.pid
         self._borrower_ended = threading.Event()
         self.leases = Leases(self.config.leak_timeout, wake=self._borrower_ended.set)
-        self._watcher: threading.Thread | None = None
+        self._watching = False  # the maintenance loop runs
         self._check_lent = lifecycle.make_check(self.config.check)
         # Sent, not waited for: the check reads the answer at the next checkout.
         self._reset_returned = lifecycle.make_reset(self.config.reset, send_only=True)
@@ -116,18 +117,25 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         self._shielded = gevent_active()
         super().__init__(conninfo, open=open, connection_class=connection_class,
                          **pool_arguments(self.config, kwargs, asynchronous=False))
+        if open:  # psycopg_pool's constructor opens the pool without calling open()
+            self._watch_borrowers()
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool (psycopg_pool's ``open``) and start watching for stray borrowers."""
+        super().open(wait, timeout)
+        self._watch_borrowers()
 
     def _watch_borrowers(self) -> None:
-        """Start the thread that reclaims the connections of ended borrowers, at the first lend
-        (however the pool was opened: psycopg_pool's constructor opens it without calling
-        ``open()``), and not in the constructor: under gevent, starting a thread yields, and a
-        pool dropped by its creator meanwhile would be finalized by psycopg_pool's worker that
-        held it last, which cannot join itself."""
-        if self._watcher is None:
-            self._watcher = threading.Thread(
-                target=_maintenance_loop, args=(weakref.ref(self), self._borrower_ended, maintenance_interval(self.config)),
-                name=f"hybridpool-watch-{self.name}", daemon=True)
-            self._watcher.start()
+        """Start the loop that reclaims the connections of ended borrowers, once, when the pool
+        opens (:meth:`open`, or the constructor: psycopg_pool's opens it without calling
+        ``open()``). With ``_thread``, which returns at once: ``threading.Thread.start()`` waits
+        for the thread to run, and under gevent that wait yields, letting psycopg_pool's workers
+        run inside the constructor (a pool its creator drops then is finalized by the worker that
+        held it last, which cannot join itself)."""
+        if not self._watching:
+            self._watching = True
+            _thread.start_new_thread(_maintenance_loop, (weakref.ref(self), self._borrower_ended,
+                                                         maintenance_interval(self.config)))
 
     if TYPE_CHECKING:  # Pool's, lending what getconn() returns: a CT here
         def connection(self, timeout: float | None = None) -> _GeneratorContextManager[CT]: ...
@@ -165,8 +173,6 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
                 self._discard(conn)
                 raise
             self.leases.lend(conn)
-            if self._watcher is None:
-                self._watch_borrowers()
             return conn
 
     def _take(self, timeout: float, wait: float) -> CT:

@@ -92,7 +92,6 @@ class GreenPool(base.Pool, Generic[CT]):
         self._filled = gevent.event.Event()  # set while min_size connections are established
         self._closed = True
         self._was_opened = False  # a pool is opened once (psycopg_pool's rule)
-        self._drained_at = 0.0  # connections created before this are closed when returned
         self._shrunk_at = monotonic()  # the start of the current max_idle period
         self._maintenance: gevent.Greenlet | None = None
         if reason := gevent_blocking(forced=True):
@@ -241,9 +240,9 @@ class GreenPool(base.Pool, Generic[CT]):
         now = monotonic()
         if (lease := self.leases.end(conn)) is not None:
             self._stats[base.USAGE_MS] += int(1000.0 * (now - lease.lent_at))
-        if self._closed or now >= conn._expire_at or conn._created_at <= self._drained_at or self._cap.over_max():
+        if self._closed or now >= conn._expire_at:  # resize() and drain() expire lent connections too
             if not self._closed:
-                logger.info("closing a returned connection of pool %r: expired, drained or above max_size", self.name)
+                logger.info("closing expired connection of pool %r", self.name)
             self._replace(conn)
             return
         try:
@@ -375,13 +374,16 @@ class GreenPool(base.Pool, Generic[CT]):
         self.min_size, self.max_size = cast(int, config.min_size), cast(int, config.max_size)
         for conn in self._cap.resize(self.min_size, self.max_size):
             self._close_connection(conn)
+        for conn in self.leases.lent()[:max(self._cap.nconns - self.max_size, 0)]:
+            conn._expire_at = 0.0  # above max_size: closed when returned
         self._note_filled()
         self._grow()
 
     def drain(self) -> None:
         """Close every idle connection and open new ones; lent connections are closed when
         returned (psycopg_pool's ``drain``: e.g. after adapters or server settings changed)."""
-        self._drained_at = monotonic()
+        for conn in self.leases.lent():
+            conn._expire_at = 0.0  # closed when returned
         for conn in self._cap.remove_idle(lambda conn: True):
             self._close_connection(conn)
         self._grow()
