@@ -125,7 +125,7 @@ def instrument(timers: Timers) -> None:
     from django.db.backends.utils import CursorWrapper
     from django.db.models.sql.compiler import SQLCompiler
 
-    from hybridpool import lifecycle
+    from hybridpool import reset, steps
     from hybridpool.asgi import pool as asgi_pool
 
     timers.wrap_async(SyncToAsync, "__call__", "sync_to_async: await (loop side)")
@@ -142,9 +142,8 @@ def instrument(timers: Timers) -> None:
     for cls in (psycopg_pool.ConnectionPool, asgi_pool.ThreadPool):
         timers.wrap(cls, "getconn", "pool: getconn")
         timers.wrap(cls, "putconn", "pool: putconn")
-    timers.wrap(session, "check_connection", "hybridpool: check_connection")
-    timers.wrap(session, "finish_reset", "hybridpool: finish_reset")
-    timers.wrap(session, "send_reset", "hybridpool: send_reset")
+    timers.wrap(steps, "run", "hybridpool: steps.run (check, return)")
+    timers.wrap(reset, "send", "hybridpool: reset.send")
 
 
 SENDS = ("exec_", "exec_params", "exec_prepared", "prepare", "describe_prepared", "describe_portal",

@@ -80,11 +80,11 @@ def psycopg_pool_case(reset: str | None) -> Case:
     hybridpool's reset function of that name as its ``reset`` callback (which it runs in a worker)."""
     from psycopg_pool import ConnectionPool
 
-    from hybridpool.lifecycle import make_reset
+    from hybridpool import lifecycle, steps
 
     def case(conninfo: str) -> tuple[Op, Op]:
         pool = ConnectionPool(conninfo, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True,
-                              reset=make_reset(reset) if reset else None)
+                              reset=steps.bind(lifecycle.reset, policy=reset) if reset else None)
         pool.wait(10)
         return lambda: pool.putconn(pool.getconn()), pool.close
 

@@ -7,7 +7,7 @@ borrower gets, delivered where it waits:
   k-th switch to the hub, which is where gevent's ``Timeout`` and ``kill()`` land;
 - an OS thread (:func:`in_thread`): ``KeyboardInterrupt`` (what an OS thread can be interrupted by)
   raised as it enters its k-th wait on the server: psycopg's ``Connection.wait``, its cancel's
-  ``wait_conn``, or the wait for a sent reset's answer (:func:`hybridpool.lifecycle._wait_socket`);
+  ``wait_conn``, or the wait for a sent reset's answer (:func:`hybridpool.steps._wait_socket`);
 - an asyncio task (:func:`in_task`): ``CancelledError`` thrown into the coroutine at its k-th
   suspension, exactly where ``Task.cancel()`` throws it.
 
@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 import psycopg.waiting
 
-from hybridpool import lifecycle
+from hybridpool import steps
 
 #: Longest a single interrupted run may take (s).
 RUN_SECONDS = 20.0
@@ -73,7 +73,7 @@ def in_greenlet(operation: Callable[[], Any], k: int, exception: BaseException) 
 
 
 #: The functions a borrower thread enters to wait on the server.
-THREAD_WAITS = {psycopg.Connection.wait.__code__, psycopg.waiting.wait_conn.__code__, lifecycle._wait_socket.__code__}
+THREAD_WAITS = {psycopg.Connection.wait.__code__, psycopg.waiting.wait_conn.__code__, steps._wait_socket.__code__}
 
 
 def in_thread(operation: Callable[[], Any], k: int, exception: BaseException | None = None) -> bool:

@@ -155,10 +155,14 @@ class Capacity(Generic[C, W]):
         return conn
 
     def remove_idle(self, predicate: Callable[[C], bool]) -> list[C]:
-        """Remove and return the idle connections ``predicate`` selects; their slots stay taken."""
-        removed = [conn for conn in self.idle if predicate(conn)]
+        """Remove and return the idle connections ``predicate`` selects (asked once per connection);
+        their slots stay taken."""
+        kept: list[C] = []
+        removed: list[C] = []
+        for conn in self.idle:
+            (removed if predicate(conn) else kept).append(conn)
         if removed:
-            self.idle = [conn for conn in self.idle if not predicate(conn)]
+            self.idle = kept
         return removed
 
 

@@ -3,7 +3,7 @@
 ``reset="safe"`` resets the session between two borrowers. Sent on its own as ``DISCARD ALL``, it
 is one more network write and one more wake of the PostgreSQL backend per request, which
 Django's pool does not pay: it resets nothing. The ENGINE's connections instead carry the reset
-as *pending* (:data:`~hybridpool.lifecycle.RESET_PENDING`): nothing is sent when they are
+as *pending* (:data:`~hybridpool.reset.RESET_PENDING`): nothing is sent when they are
 returned, and the next borrower's first statement goes in one simple-protocol query after the
 parts of ``DISCARD ALL`` (:data:`CARRIED`; ``DISCARD ALL`` itself cannot run in the implicit
 transaction of a multi-statement query): one write, one wake. The cursor then presents the
@@ -15,13 +15,13 @@ rows (:data:`CARRIABLE`), run by a client-side-binding cursor (Django's default:
 query protocol takes several statements), in autocommit or as the first statement of a
 transaction (Django's ``atomic()``, ``ATOMIC_REQUESTS``: psycopg sends ``BEGIN``, then the reset
 and the statement). Anything else first sends the reset on its own and waits for it
-(:func:`hybridpool.lifecycle.flush_reset`): psycopg's ``transaction()``, another kind of statement,
+(:func:`hybridpool.reset.flush`): psycopg's ``transaction()``, another kind of statement,
 a pipeline, a server-side or binary cursor, ``executemany``, ``copy``, ``stream``, ``notifies``,
 two-phase commit. If the statement fails, its transaction (implicit, or the one it began) takes
 the reset's changes back with it: the reset is pending again, and the borrower's next statement
 carries it. A reset carried into a transaction holds once ``commit()`` succeeds; a transaction
 that ends any other way (a rollback, a failed commit, ``COMMIT`` sent as SQL) leaves it pending
-again (:data:`~hybridpool.lifecycle.RESET_PROVISIONAL`). A borrower that ran ``LISTEN``
+again (:data:`~hybridpool.reset.RESET_PROVISIONAL`). A borrower that ran ``LISTEN``
 gets its reset sent on return, as for any other pool (``UNLISTEN``, carried, would only take
 effect as the next borrower's first statement ends). Notifications received while the carried
 reset runs are the previous borrower's: they are dropped.
@@ -39,7 +39,7 @@ import psycopg
 from django.db.backends.postgresql.base import Cursor as DjangoCursor
 from psycopg.pq import TransactionStatus
 
-from . import lifecycle
+from . import reset, steps
 
 if TYPE_CHECKING:  # django-stubs leave out its psycopg base, psycopg's ClientCursor with psycopg 3
     class _DjangoCursor(DjangoCursor, psycopg.ClientCursor[Any]): ...
@@ -94,13 +94,13 @@ class _Carry:
     fails, the reset is pending again: the borrower's statement failed, and the implicit
     transaction of the message took the reset's changes back with it; or it was never sent, or
     was interrupted. The borrower's next statement carries it, or whatever else uses the
-    connection sends it first (:func:`~hybridpool.lifecycle.flush_reset`)."""
+    connection sends it first (:func:`~hybridpool.reset.flush`)."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
 
     def __enter__(self) -> None:
-        setattr(self.conn, lifecycle.RESET_PENDING, False)
+        setattr(self.conn, reset.RESET_PENDING, False)
         pgconn = self.conn.pgconn
         self.handler, pgconn.notify_handler = pgconn.notify_handler, None
 
@@ -112,7 +112,7 @@ class _Carry:
         while pgconn.notifies() is not None:
             pass
         if ex is not None:
-            setattr(self.conn, lifecycle.RESET_PENDING, True)
+            setattr(self.conn, reset.RESET_PENDING, True)
 
 
 #: A statement that names ``LISTEN``: its borrower's reset is not carried.
@@ -122,7 +122,13 @@ LISTEN = re.compile(r"\blisten\b", re.IGNORECASE)
 def _note_listen(conn: Any, query: Any) -> None:
     """Mark ``conn`` if ``query`` names ``LISTEN`` (a substring test first: on every statement)."""
     if not isinstance(query, str) or (("isten" in query or "ISTEN" in query) and LISTEN.search(query)):
-        setattr(conn, lifecycle.LISTENED, True)
+        setattr(conn, reset.LISTENED, True)
+
+
+def _flush(conn: psycopg.Connection[Any]) -> None:
+    """Run ``conn``'s pending reset on its own (:func:`hybridpool.reset.flush`), if it has one."""
+    if reset.reset_due(conn):
+        steps.run(reset.flush(conn), conn)
 
 
 class ResettingCursor(_DjangoCursor):
@@ -133,27 +139,27 @@ class ResettingCursor(_DjangoCursor):
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         conn = self.connection
         _note_listen(conn, query)
-        if lifecycle.reset_due(conn):
+        if reset.reset_due(conn):
             if not _carrying(self, query, kwargs, into_transaction=True):
-                lifecycle.flush_reset(conn)
+                _flush(conn)
             else:
                 with _Carry(conn):
                     super().execute(CARRIER + query, params, **kwargs)
-                setattr(conn, lifecycle.RESET_PROVISIONAL, not conn.autocommit)
+                setattr(conn, reset.RESET_PROVISIONAL, not conn.autocommit)
                 _present_statement(self)
                 return self
         return super().execute(query, params, **kwargs)
 
     def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        lifecycle.flush_reset(self.connection)
+        _flush(self.connection)
         return super().executemany(*args, **kwargs)
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
-        lifecycle.flush_reset(self.connection)
+        _flush(self.connection)
         return super().copy(*args, **kwargs)
 
     def stream(self, *args: Any, **kwargs: Any) -> Any:
-        lifecycle.flush_reset(self.connection)
+        _flush(self.connection)
         return super().stream(*args, **kwargs)
 
 
@@ -165,28 +171,28 @@ class PooledConnection(psycopg.Connection[Any]):
 
     def commit(self) -> None:
         super().commit()
-        setattr(self, lifecycle.RESET_PROVISIONAL, False)  # a reset carried into it holds
+        setattr(self, reset.RESET_PROVISIONAL, False)  # a reset carried into it holds
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         cursor = super().cursor(*args, **kwargs)
         if not isinstance(cursor, ResettingCursor):  # a server-side cursor, another factory's
-            lifecycle.flush_reset(self)
+            _flush(self)
         return cursor
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        lifecycle.flush_reset(self)
+        _flush(self)
         return super().transaction(*args, **kwargs)
 
     def pipeline(self) -> Any:
-        lifecycle.flush_reset(self)
+        _flush(self)
         return super().pipeline()
 
     def notifies(self, *args: Any, **kwargs: Any) -> Any:
-        lifecycle.flush_reset(self)
+        _flush(self)
         return super().notifies(*args, **kwargs)
 
     def tpc_begin(self, *args: Any, **kwargs: Any) -> Any:
-        lifecycle.flush_reset(self)
+        _flush(self)
         return super().tpc_begin(*args, **kwargs)
 
 
@@ -200,9 +206,9 @@ class AsyncResettingCursor(psycopg.AsyncClientCursor[Any]):
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         _note_listen(self.connection, query)
-        if lifecycle.reset_due(self.connection):
+        if reset.reset_due(self.connection):
             if not _carrying(self, query, kwargs):
-                await lifecycle.aflush_reset(self.connection)
+                await steps.arun(reset.flush(self.connection), self.connection)
             else:
                 with _Carry(self.connection):
                     await super().execute(CARRIER + query, params, **kwargs)

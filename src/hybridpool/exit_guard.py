@@ -48,6 +48,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from . import process
+
 logger = logging.getLogger("hybridpool")
 
 #: The signal guarded: the one uvicorn re-raises with ``SIG_DFL`` as its disposition.
@@ -200,10 +202,8 @@ def _pending_in_main_thread() -> bool:
     return _main_saw_pending.is_set()
 
 
+@process.after_fork_in_child
 def _unblock_in_child() -> None:
     """A child forked after the guard fired inherits the main thread's mask (fork(2)): undo it."""
     if _installed_in is not None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {GUARDED})
-
-
-os.register_at_fork(after_in_child=_unblock_in_child)

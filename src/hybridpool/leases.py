@@ -5,7 +5,8 @@ A borrower is the greenlet or thread that took a connection. Code that forgets t
 keep its slot forever, and a pool that loses a few slots this way serves nobody: psycopg_pool,
 like Django's pool built on it, keeps no reference to a lent connection. :class:`Leases` keeps one,
 with a weak reference to the borrower, so that a pool's periodic maintenance can give back the
-connections of borrowers that have ended (:func:`reclaim`). With ``leak_timeout`` set, it also
+connections of borrowers that have ended (:func:`reclaim`), at once when the borrower's end is
+told by a sentinel in its local storage (:class:`_Sentinel`). With ``leak_timeout`` set, it also
 keeps the stack that took each connection and reports, once, those held longer.
 
 The table does no I/O and never waits. Lending and ending a lease are one dictionary operation
@@ -23,13 +24,10 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from .process import unpatched
 from .runtime import current_borrower
-
-if TYPE_CHECKING:
-    from .config import PoolConfig
 
 logger = logging.getLogger("hybridpool")
 
@@ -55,7 +53,11 @@ class Lease:
     """One lent connection: its borrower, when it was lent, and (with ``leak_timeout``) where.
 
     ``holder``, if set, is the object through which the borrower holds the connection (a Django
-    connection wrapper): the connection is a stray once either is gone.
+    connection wrapper): the connection is a stray once either is gone. ``ended_borrower`` is the
+    borrower whose sentinel told that it ended (:meth:`Leases._ended`): a thread is still alive
+    while its local storage is cleared, so its end is known from the sentinel before
+    ``is_alive()`` says it; compared by identity, so that it no longer counts once the lease is
+    reassigned to a shared holder (:meth:`Leases.assign`).
     """
 
     conn: Any
@@ -64,18 +66,26 @@ class Lease:
     stack: list[str] | None = None
     reported: bool = field(default=False)
     holder: weakref.ref[Any] | None = None
+    ended_borrower: weakref.ref[Any] | None = None
 
     def ended(self) -> bool:
         """True if the borrower has ended, or the holder is gone."""
-        return has_ended(self.borrower) or (self.holder is not None and self.holder() is None)
+        return (self.ended_borrower is self.borrower or has_ended(self.borrower)
+                or (self.holder is not None and self.holder() is None))
 
 
 class _Sentinel:
-    """Lives in a borrower's thread-local storage, which CPython clears when a thread exits and
-    gevent when a greenlet dies: its ``__del__`` tells the table, held weakly (a borrower that lives
-    on, the main thread, does not keep a closed pool's table alive). A ``__del__`` rather than a
-    ``weakref.finalize``: a borrower's first lease, per request thread under Django's own ASGI
-    handler, makes one."""
+    """Lives in a borrower's thread-local storage, which CPython clears when a thread exits (in
+    its teardown, before ``is_alive()`` turns false) and gevent when a greenlet dies: its
+    ``__del__`` tells the table, held weakly (a borrower that lives on, the main thread, does not
+    keep a closed pool's table alive). A ``__del__`` rather than a ``weakref.finalize``: a
+    borrower's first lease, per request thread under Django's own ASGI handler, makes one.
+
+    Its storage is cleared for no other reason while the table lives: CPython clears a thread's
+    ``_thread._local`` dictionaries when the thread ends (in a forked child, those of the threads
+    that did not follow), or all of them when the local object dies, and the table's local dies
+    with the table, whose weak reference is dead by then; gevent's, when the greenlet is gone.
+    Nothing deletes the sentinel before."""
 
     __slots__ = ("leases", "borrower")
 
@@ -131,9 +141,17 @@ class Leases:
         return borrower
 
     def _ended(self, borrower: weakref.ref[Any]) -> None:
-        """A borrower ended: ``wake`` the pool if it still holds a connection. Most end with none
-        (under ASGI, asgiref's thread of each request) and wake nobody."""
-        if any(lease.borrower is borrower for lease in list(self._leases.values())):
+        """A borrower ended (called from its teardown): mark the leases it still holds as strays,
+        then ``wake`` the pool, which takes them back at once. Most end with none (under ASGI,
+        asgiref's thread of each request) and wake nobody.
+
+        Attribute sets on a copy of the table, no lock: an ended borrower takes no new lease, and
+        one of its leases ended meanwhile (:meth:`end`, from another thread) is out of the table,
+        where nobody reads its mark."""
+        held = [lease for lease in list(self._leases.values()) if lease.borrower is borrower]
+        for lease in held:
+            lease.ended_borrower = borrower
+        if held:
             cast("Callable[[], None]", self._wake)()  # set: a sentinel is planted only with wake
 
     def assign(self, conn: Any, holder: weakref.ref[Any], *, shared: bool = False) -> None:
@@ -195,10 +213,3 @@ def reclaim(pool: Any, leases: Leases) -> int:
                        " at:\n%s", pool.name, now - lease.lent_at, leases.leak_timeout, lease.borrower(),
                        "".join(lease.stack or ()))
     return len(strays)
-
-
-def maintenance_interval(config: PoolConfig) -> float:
-    """Seconds between two maintenance passes of a pool: at most 1, so that a stray connection is
-    back within a second or two, and shorter for short ``max_idle``, ``max_lifetime`` or
-    ``leak_timeout``."""
-    return min(1.0, config.max_idle / 2, config.max_lifetime / 2, config.leak_timeout / 2 or 1.0)

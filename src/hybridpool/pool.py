@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
-from .lifecycle import finish_reset
+from . import process, reset, steps
 
 if TYPE_CHECKING:
     from .leases import Leases
@@ -143,7 +143,37 @@ def not_ready_error(name: str, timeout: float) -> PoolTimeout:
     return PoolTimeout(f"pool {name!r} initialization incomplete after {timeout} sec")
 
 
-class Pool(abc.ABC):
+class Owned:
+    """What a pool knows of the process that created it, which alone may use its connections.
+
+    A forked child (gunicorn's ``preload_app``, a ``multiprocessing`` fork) inherits the parent's
+    pools with their sockets: closing one of those connections would end the parent's session,
+    using one would mix two processes' traffic on one socket. So in a child a pool refuses to lend
+    (:meth:`refuse_forked`: checkout raises), and returns and ``close()`` do nothing (the parent's
+    connections are left untouched); its maintenance stops (:mod:`hybridpool.maintenance`).
+
+    :ivar pid: the id of the process that created the pool (:data:`hybridpool.process.pid`).
+    """
+
+    name: str
+    pid: int
+
+    @property
+    def forked(self) -> bool:
+        """True in a child of the process that created the pool: read from
+        :data:`hybridpool.process.pid`, renewed at fork, so the checkout path makes no system call."""
+        return self.pid != process.pid
+
+    def refuse_forked(self) -> None:
+        """At checkout, in a forked child: raise.
+
+        :raises PoolClosed: naming the process that created the pool (:func:`closed_error`).
+        """
+        if self.forked:
+            raise closed_error(self.name, self.pid)
+
+
+class Pool(Owned, abc.ABC):
     """A pool of :class:`psycopg.Connection` for code running on threads or greenlets.
 
     :ivar name: the pool's name (Django: the database alias).
@@ -217,7 +247,7 @@ class Pool(abc.ABC):
 
         :raises psycopg.OperationalError: the connection is broken.
         """
-        finish_reset(conn)
+        steps.run(reset.read(conn), conn)
         ConnectionPool.check_connection(conn)
 
     @abc.abstractmethod
@@ -233,7 +263,7 @@ class Pool(abc.ABC):
         self.close()
 
 
-class AsyncPool(abc.ABC):
+class AsyncPool(Owned, abc.ABC):
     """A pool of :class:`psycopg.AsyncConnection` bound to one running event loop.
 
     The same verbs as :class:`Pool`, awaitable.

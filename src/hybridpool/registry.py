@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from . import exit_guard
+from . import exit_guard, process
 from .asgi.pool import LoopPool
 from .asgi.budget import ConnectionBudget
 from .pool import Pool
@@ -166,6 +165,7 @@ async def aclose_all() -> None:
     await asyncio.to_thread(close_all)
 
 
+@process.after_fork_in_child
 def _forget_after_fork() -> None:
     global _lock, _pools, _loop_pools, _budgets, _serving
     _lock = threading.Lock()
@@ -175,5 +175,4 @@ def _forget_after_fork() -> None:
     _serving = weakref.WeakSet()
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
 atexit.register(close_all)

@@ -14,8 +14,7 @@ import _thread
 import asyncio
 import logging
 import threading
-import time
-import weakref
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,9 +24,10 @@ from psycopg_pool.pool_async import StopWorker
 
 from .. import pool as base
 from ..pool import ACT, CT
-from .. import lifecycle, process
+from .. import lifecycle, process, reset, steps
 from ..config import PoolConfig
-from ..leases import Leases, maintenance_interval, reclaim
+from ..leases import Leases, reclaim
+from ..maintenance import MaintenanceTask, maintenance_interval
 from ..runtime import gevent_active
 
 if TYPE_CHECKING:
@@ -54,11 +54,10 @@ def pool_arguments(config: PoolConfig, kwargs: base.Kwargs, *, asynchronous: boo
     ``async_to_sync`` call's, ``asyncio.run``'s) would drop the returns still queued, leaving their
     connections open but in no pool.
     """
-    configure = lifecycle.make_aconfigure if asynchronous else lifecycle.make_configure
     return {
         "kwargs": base.autocommit_kwargs(kwargs),
         "name": config.name,
-        "configure": configure(config.configure),
+        "configure": steps.bind(lifecycle.configure, asynchronous=asynchronous, function=config.configure),
         "reconnect_failed": config.reconnect_failed,
         "num_workers": config.num_workers,
         "close_returns": True,
@@ -72,21 +71,11 @@ def pool_arguments(config: PoolConfig, kwargs: base.Kwargs, *, asynchronous: boo
     }
 
 
-def _refuse_forked(pool: ThreadPool[Any] | LoopPool[Any]) -> None:
-    """Refuse use from a forked child."""
-    if pool.pid != process.pid:
-        raise base.closed_error(pool.name, pool.pid)
-
-
 def _worded(pool: ThreadPool[Any] | LoopPool[Any], ex: PoolTimeout | TooManyRequests, timeout: float) -> Exception:
     """Word psycopg_pool's error ``ex`` as every driver does."""
     if isinstance(ex, TooManyRequests):
         return base.too_many_requests_error(pool.name, pool.get_stats(), pool.max_waiting)
     return base.timeout_error(pool.name, pool.get_stats(), timeout)
-
-
-#: How long after its thread-local storage is cleared an ending thread stops being alive.
-THREAD_EXIT_SECONDS = 0.01
 
 
 class ThreadPool(ConnectionPool[CT], base.Pool):
@@ -106,12 +95,11 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
                  connection_class: type[CT] = cast("type[CT]", psycopg.Connection)) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
-        self._borrower_ended = threading.Event()
-        self.leases = Leases(self.config.leak_timeout, wake=self._borrower_ended.set)
-        self._watching = False  # the maintenance loop runs
-        self._check_lent = lifecycle.make_check(self.config.check)
+        self._maintenance = _Maintenance(self, maintenance_interval(self.config), threading.Event())
+        self.leases = Leases(self.config.leak_timeout, wake=self._maintenance.wake)
+        self._check_lent = steps.bind(lifecycle.check, policy=self.config.check)
         # Sent, not waited for: the check reads the answer at the next checkout.
-        self._reset_returned = lifecycle.make_reset(self.config.reset, send_only=True)
+        self._clean_returned = steps.bind(lifecycle.clean_returned, policy=self.config.reset, send_only=True)
         # Under gevent's patching psycopg_pool's threads are greenlets, and a greenlet killed while
         # it waits in psycopg_pool's queue would leave its place there to take the next connection.
         self._shielded = gevent_active()
@@ -128,14 +116,8 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
     def _watch_borrowers(self) -> None:
         """Start the loop that reclaims the connections of ended borrowers, once, when the pool
         opens (:meth:`open`, or the constructor: psycopg_pool's opens it without calling
-        ``open()``). With ``_thread``, which returns at once: ``threading.Thread.start()`` waits
-        for the thread to run, and under gevent that wait yields, letting psycopg_pool's workers
-        run inside the constructor (a pool its creator drops then is finalized by the worker that
-        held it last, which cannot join itself)."""
-        if not self._watching:
-            self._watching = True
-            _thread.start_new_thread(_maintenance_loop, (weakref.ref(self), self._borrower_ended,
-                                                         maintenance_interval(self.config)))
+        ``open()``); with ``_thread``, see :meth:`_Maintenance.spawn`."""
+        self._maintenance.start()
 
     if TYPE_CHECKING:  # Pool's, lending what getconn() returns: a CT here
         def connection(self, timeout: float | None = None) -> _GeneratorContextManager[CT]: ...
@@ -156,7 +138,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         A broken connection found by the check is closed and the next one tried at once (a new one
         is being opened meanwhile), within the same ``timeout``.
         """
-        _refuse_forked(self)
+        self.refuse_forked()
         wait = self.timeout if timeout is None else timeout
         deadline = monotonic() + wait
         while True:
@@ -214,13 +196,13 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
 
         :raises ValueError: the connection is not lent by this pool (psycopg_pool's check).
         """
-        if self.pid != process.pid:
+        if self.forked:
             return
         self._check_pool_putconn(conn)  # before touching it: it may be another borrower's now
         if (lease := self.leases.end(conn)) is not None:
             self._stats[self._USAGE_MS] += int(1000.0 * (monotonic() - lease.lent_at))
         try:
-            if not self.closed and not lifecycle.clean_returned(conn, self._reset_returned):
+            if not self.closed and not self._clean_returned(conn):
                 conn.pgconn.finish()  # psycopg_pool counts it in returns_bad and opens another
         except BaseException:  # interrupted while it waited on the server
             conn.pgconn.finish()
@@ -235,7 +217,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         while the reset sent by :meth:`putconn` is under way (psycopg_pool would take the busy
         connection for one returned mid-query and close it); the check reads its answer before
         the connection is lent again. Overrides a private method of psycopg_pool 3.2-3.3."""
-        if not getattr(conn, lifecycle.RESET_SENT, False):
+        if not getattr(conn, reset.RESET_SENT, False):
             super()._reset_connection(conn)
 
     check_connection = base.Pool.__dict__["check_connection"]  # used by psycopg_pool's check() too
@@ -249,20 +231,20 @@ def _settle(result: Any, function: Any, *args: Any) -> None:
         result.set_exception(ex)
 
 
-def _maintenance_loop(ref: weakref.ref[ThreadPool[Any]], borrower_ended: threading.Event, interval: float) -> None:
-    """Reclaim the connections of ended borrowers when one ends, and every ``interval`` seconds,
-    while the pool is open, and once it is closed while it still lends some (taken back, they are
-    closed: a borrower that outlives the pool's close would otherwise keep its connection open);
-    holds only a weak reference, so a forgotten pool can be collected."""
-    while True:
-        if borrower_ended.wait(interval):
-            borrower_ended.clear()
-            time.sleep(THREAD_EXIT_SECONDS)  # the ending thread is still alive while its locals go
-        pool = ref()
-        if pool is None or pool.pid != process.pid or (pool.closed and not len(pool.leases)):
-            return
+class _Maintenance(MaintenanceTask["ThreadPool[Any]"]):
+    """The thread pool's maintenance (:mod:`hybridpool.maintenance`): a thread, woken by a
+    ``threading.Event``; a pass reclaims the connections of ended borrowers (psycopg_pool's own
+    scheduler does the rest: expiry, ``max_idle``, refill)."""
+
+    def spawn(self, run: Callable[[], None]) -> None:
+        """Start ``run`` with ``_thread``, which returns at once: ``threading.Thread.start()``
+        waits for the thread to run, and under gevent that wait yields, letting psycopg_pool's
+        workers run inside the constructor (a pool its creator drops then is finalized by the
+        worker that held it last, which cannot join itself)."""
+        _thread.start_new_thread(run, ())
+
+    def maintain(self, pool: ThreadPool[Any]) -> None:
         reclaim(pool, pool.leases)
-        del pool
 
 
 class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
@@ -277,8 +259,8 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
                  connection_class: type[ACT] = cast("type[ACT]", psycopg.AsyncConnection)) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
-        self._check_lent = lifecycle.make_check(self.config.check, asynchronous=True)
-        self._reset_returned = lifecycle.make_areset(self.config.reset)
+        self._check_lent = steps.bind(lifecycle.check, asynchronous=True, policy=self.config.check)
+        self._clean_returned = steps.bind(lifecycle.clean_returned, asynchronous=True, policy=self.config.reset)
         super().__init__(conninfo, open=False, connection_class=connection_class,
                          **pool_arguments(self.config, kwargs, asynchronous=True))
 
@@ -318,7 +300,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             (:class:`hybridpool.cursors.AsyncResettingCursor`, ``NativeQuerySet``'s reads); for any
             other caller it is run before the connection is lent.
         """
-        _refuse_forked(self)
+        self.refuse_forked()
         wait = self.timeout if timeout is None else timeout
         deadline = monotonic() + wait
         while True:
@@ -329,7 +311,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             try:
                 await self._check_lent(conn)
                 if not carry:
-                    await lifecycle.aflush_reset(conn)
+                    await steps.arun(reset.flush(conn), conn)
             except Exception as ex:
                 logger.info(base.FAILED_CHECK, self.name, ex)
                 await self._discard(conn)
@@ -372,11 +354,11 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
 
         :raises ValueError: the connection is not lent by this pool (psycopg_pool's check).
         """
-        if self.pid != process.pid:
+        if self.forked:
             return
         self._check_pool_putconn(conn)
         try:
-            if not self.closed and not await lifecycle.aclean_returned(conn, self._reset_returned):
+            if not self.closed and not await self._clean_returned(conn):
                 _close_at_once(conn)  # psycopg_pool counts it in returns_bad and opens another
         except BaseException:  # cancelled while it waited on the server
             _close_at_once(conn)

@@ -28,10 +28,11 @@ import psycopg
 
 from .. import pool as base
 from ..pool import CT
-from .. import lifecycle, process
+from .. import lifecycle, process, reset, steps
 from ..capacity import Backoff, Capacity, expiry
 from ..config import PoolConfig
-from ..leases import Leases, maintenance_interval, reclaim
+from ..leases import Leases, reclaim
+from ..maintenance import MaintenanceTask, maintenance_interval
 from ..runtime import gevent_blocking
 
 logger = logging.getLogger("hybridpool")
@@ -78,22 +79,22 @@ class GreenPool(base.Pool, Generic[CT]):
         self._cap: Capacity[CT, gevent.event.AsyncResult] = Capacity(
             self.min_size, self.max_size, config.max_waiting
         )
-        self._check = lifecycle.make_check(config.check)
-        self._reset = lifecycle.make_reset(config.reset, send_only=True)  # read back by self._check
+        self._check = steps.bind(lifecycle.check, policy=config.check)
+        # A safe reset is sent on return, and its answer read by the check at the next checkout.
+        self._clean_returned = steps.bind(lifecycle.clean_returned, policy=config.reset, send_only=True)
         # Only the safe reset is sent on return; a connection just returned is then passed over
         # for one whose reset has been answered, so that the borrower does not wait for it.
-        self._settled = lifecycle.settled if config.reset == "safe" else None
-        self._configure = lifecycle.make_configure(config.configure)
+        self._settled = reset.settled if config.reset == "safe" else None
+        self._configure = steps.bind(lifecycle.configure, function=config.configure)
         self._stats: defaultdict[str, int] = defaultdict(int)  # counters; a Counter costs twice as much to add to
-        self._borrower_ended = gevent.event.Event()
-        self.leases = Leases(config.leak_timeout, borrower=_current_greenlet, wake=self._borrower_ended.set,
+        self._maintenance = _Maintenance(self, maintenance_interval(config), gevent.event.Event())
+        self.leases = Leases(config.leak_timeout, borrower=_current_greenlet, wake=self._maintenance.wake,
                              local=gevent.local.local)
         self._opened = 0  # connections established and not closed
         self._filled = gevent.event.Event()  # set while min_size connections are established
         self._closed = True
         self._was_opened = False  # a pool is opened once (psycopg_pool's rule)
         self._shrunk_at = monotonic()  # the start of the current max_idle period
-        self._maintenance: gevent.Greenlet | None = None
         if reason := gevent_blocking(forced=True):
             logger.warning("pool %r: %s", self.name, reason)
         if open:
@@ -118,8 +119,7 @@ class GreenPool(base.Pool, Generic[CT]):
         if self._closed:
             self._closed = False
             self._was_opened = True
-            self._maintenance = gevent.spawn(_maintenance_loop, weakref.ref(self), self._borrower_ended,
-                                             maintenance_interval(self.config))
+            self._maintenance.start()
             self._grow()
             logger.info("pool %r opened: min_size=%s, max_size=%s", self.name, self.min_size, self.max_size)
         if wait:
@@ -141,16 +141,17 @@ class GreenPool(base.Pool, Generic[CT]):
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool: waiters get :class:`PoolClosed`, idle connections are closed now and
-        lent ones when they are returned."""
-        if self._closed or self.pid != process.pid:
+        lent ones when they are returned. Nothing is waited for (``timeout`` is unused): the
+        maintenance greenlet, woken, ends at its next turn, or once no borrower holds a connection
+        (:mod:`hybridpool.maintenance`)."""
+        if self._closed or self.forked:
             return  # a forked child leaves its parent's connections alone
         self._closed = True
         while self._cap.waiting:
             self._cap.waiting.popleft().set_exception(base.closed_error(self.name, self.pid))
         for conn in self._cap.remove_idle(lambda conn: True):
             self._close_connection(conn)
-        if self._maintenance is not None and not len(self.leases):  # else it takes back, and closes, what they hold
-            self._maintenance.kill(timeout=timeout)
+        self._maintenance.wake()  # to end, or to take back, and close, what borrowers still hold
         logger.info("pool %r closed", self.name)
 
     @property
@@ -162,7 +163,7 @@ class GreenPool(base.Pool, Generic[CT]):
 
     def getconn(self, timeout: float | None = None) -> CT:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
-        if self._closed or self.pid != process.pid:
+        if self._closed or self.forked:
             raise base.closed_error(self.name, self.pid, opened=self._was_opened)
         wait = self.timeout if timeout is None else timeout
         deadline = monotonic() + wait
@@ -230,7 +231,7 @@ class GreenPool(base.Pool, Generic[CT]):
         :raises ValueError: the connection is not lent by this pool: another pool's, or returned
             already (psycopg_pool's check and message).
         """
-        if self.pid != process.pid:
+        if self.forked:
             return
         if getattr(conn, "_pool", None) is not self:
             raise base.not_lent_error(self.name, conn)
@@ -246,7 +247,7 @@ class GreenPool(base.Pool, Generic[CT]):
             self._replace(conn)
             return
         try:
-            clean = lifecycle.clean_returned(conn, self._reset)
+            clean = self._clean_returned(conn)
         except BaseException:  # interrupted while it waited on the server: its state is unknown
             self._stats[base.RETURNS_BAD] += 1
             self._replace(conn)
@@ -467,18 +468,12 @@ def _current_greenlet() -> weakref.ref[Any]:
     return weakref.ref(gevent.getcurrent())
 
 
-def _maintenance_loop(ref: weakref.ref[GreenPool[Any]], borrower_ended: gevent.event.Event, interval: float) -> None:
-    """Run the pool's maintenance when a borrower ends and every ``interval`` seconds while the
-    pool is open, and once it is closed while it still lends some (taken back, they are closed);
-    holds only a weak reference, so a forgotten pool can be collected."""
-    while True:
-        borrower_ended.wait(interval)
-        borrower_ended.clear()
-        pool = ref()
-        if pool is None or pool.pid != process.pid or (pool.closed and not len(pool.leases)):
-            return
-        try:
-            pool._maintain()
-        except Exception:  # logged; the next pass tries again
-            logger.exception("maintenance of pool %r failed", pool.name)
-        del pool
+class _Maintenance(MaintenanceTask["GreenPool[Any]"]):
+    """The green pool's maintenance (:mod:`hybridpool.maintenance`): a greenlet, woken by a gevent
+    event; a pass is :meth:`GreenPool._maintain`."""
+
+    def spawn(self, run: Callable[[], None]) -> None:
+        gevent.spawn(run)
+
+    def maintain(self, pool: GreenPool[Any]) -> None:
+        pool._maintain()

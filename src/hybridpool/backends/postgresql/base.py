@@ -13,7 +13,6 @@ it before anyone else gets it.
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -26,7 +25,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 from django.utils.asyncio import async_unsafe
 
-from ... import checks, factory, registry, runtime  # noqa: F401 - checks registers the system checks
+from ... import checks, factory, process, registry, runtime  # noqa: F401 - checks registers the system checks
 from ...config import PoolConfig
 from ...cursors import PooledConnection, ResettingCursor
 from ...migration import PEER_KEYS, translate
@@ -246,6 +245,7 @@ class DatabaseWrapper(DatabaseWrapperMixin, postgresql.DatabaseWrapper):
     """Django's PostgreSQL ``DatabaseWrapper`` with pooled connections."""
 
 
+@process.after_fork_in_child
 def _drop_inherited_connections() -> None:
     """In a forked child, let go of the connections the forking thread held, without closing them.
 
@@ -258,6 +258,3 @@ def _drop_inherited_connections() -> None:
     for wrapper in connections.all(initialized_only=True):
         if isinstance(wrapper, DatabaseWrapperMixin) and wrapper.connection is not None:
             wrapper.connection = None
-
-
-os.register_at_fork(after_in_child=_drop_inherited_connections)
