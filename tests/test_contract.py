@@ -28,12 +28,6 @@ from .conftest import GEVENT, PeakSampler, run_concurrently, terminate, wait_for
 KINDS = (["green"] if GEVENT else []) + ["thread", "async"]
 
 
-def kinds_but(*failing: str, reason: str) -> list[Any]:
-    """KINDS, for ``parametrize("kind", ...)``, the ``failing`` ones strict xfails: a known difference."""
-    xfail = pytest.mark.xfail(strict=True, reason=reason)
-    return [pytest.param(kind, marks=xfail) if kind in failing else kind for kind in KINDS]
-
-
 class Adapter:
     """A green or thread pool behind the adapter's API; ``app`` is its name and application_name."""
 
@@ -246,9 +240,6 @@ def test_max_waiting_refuses_at_once(make):
     )
 
 
-@pytest.mark.parametrize("kind", kinds_but("thread", "async", reason=(
-    "psycopg_pool leaves a timed-out caller in its queue until a connection is returned:"
-    " requests_waiting counts it, and max_waiting refuses the next caller")))
 def test_a_caller_that_timed_out_no_longer_counts_as_waiting(make):
     pool = make(max_size=1, max_waiting=1)
     holder = pool.getconn()
@@ -406,15 +397,11 @@ def test_stats_agree_after_the_same_scenario(scenario_stats, key):
     assert values == dict.fromkeys(KINDS, EXPECTED[key])
 
 
-@pytest.mark.parametrize("kind", kinds_but(
-    "async", reason="LoopPool counts usage_ms only in psycopg_pool's connection(), not for getconn/putconn"))
 def test_usage_ms_counts_every_lent_connection(scenario_stats, kind):
     settled, _ = scenario_stats[kind]
     assert settled.get("usage_ms", 0) >= 5 * 2  # 5 leases of 2 ms at least, and more
 
 
-@pytest.mark.parametrize("kind", kinds_but(
-    "green", reason="GreenPool does not count a getconn() refused by a closed pool in requests_num"))
 def test_a_request_refused_by_a_closed_pool_is_counted_as_psycopg_pool_counts_it(scenario_stats, kind):
     settled, closed = scenario_stats[kind]
     counted = {key: closed.get(key, 0) - settled.get(key, 0) for key in ("requests_num", "requests_errors")}

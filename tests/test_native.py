@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import DatabaseError, connections
 from django.db.models import Avg, Count, F, Max, Min, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Lower
@@ -61,6 +61,14 @@ def samples():
     Sample.objects.all().delete()
     Author.objects.all().delete()
     connections.close_all()
+
+
+@pytest.fixture(autouse=True)
+def close_thread_path_connections():
+    """The thread path runs in asgiref's single thread-sensitive executor thread, which lives on:
+    its Django connections go back to their pools after each test, as a request's would."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 def snapshot(value: Any) -> Any:

@@ -13,10 +13,13 @@ import inspect
 from collections import deque
 
 import psycopg
+import psycopg_pool.pool
+import psycopg_pool.pool_async
 import pytest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from psycopg_pool.pool_async import StopWorker
 
+from hybridpool import stats
 from hybridpool.asgi import ThreadPool
 
 #: psycopg_pool methods hybridpool overrides or calls: name -> parameters (after ``self``).
@@ -26,8 +29,12 @@ POOL_METHODS = {
     "_check_pool_putconn": ["conn"],  # ThreadPool.putconn: refuse another pool's connection before touching it
     "run_task": ["task"],  # LoopPool.close_now: stop the workers of an ending loop
 }
-#: Class attributes: the stats keys psycopg_pool's counters are stored under.
-POOL_STATS_KEYS = ("_REQUESTS_NUM", "_USAGE_MS")
+#: hybridpool.stats' keys, which the psycopg_pool driver records into psycopg_pool's counters, by
+#: the class attribute psycopg_pool stores each under.
+POOL_STATS_KEYS = {f"_{key.upper()}": key for key in (
+    stats.POOL_MIN, stats.POOL_MAX, stats.POOL_SIZE, stats.POOL_AVAILABLE, stats.REQUESTS_WAITING,
+    stats.REQUESTS_NUM, stats.REQUESTS_QUEUED, stats.REQUESTS_WAIT_MS, stats.REQUESTS_ERRORS, stats.USAGE_MS,
+    stats.RETURNS_BAD, stats.CONNECTIONS_NUM, stats.CONNECTIONS_MS, stats.CONNECTIONS_ERRORS, stats.CONNECTIONS_LOST)}
 
 
 @pytest.mark.parametrize("pool_class", [ConnectionPool, AsyncConnectionPool])
@@ -39,8 +46,8 @@ def test_psycopg_pool_methods_hybridpool_uses_keep_their_signature(pool_class, n
 
 
 @pytest.mark.parametrize("pool_class", [ConnectionPool, AsyncConnectionPool])
-def test_psycopg_pool_stats_keys_hybridpool_uses_are_there(pool_class):
-    assert [getattr(pool_class, key) for key in POOL_STATS_KEYS] == ["requests_num", "usage_ms"]
+def test_psycopg_pool_stats_keys_are_hybridpool_s(pool_class):
+    assert {name: getattr(pool_class, name, None) for name in POOL_STATS_KEYS} == POOL_STATS_KEYS
 
 
 def test_psycopg_pool_state_hybridpool_reads_has_its_shape(conninfo):
@@ -54,8 +61,12 @@ def test_psycopg_pool_state_hybridpool_reads_has_its_shape(conninfo):
         assert isinstance(pool._workers, list) and pool._workers
         assert pool._closed is False
         assert isinstance(pool._stats, dict)
+        assert isinstance(pool._waiting, deque)  # _forget_given_up: a caller that timed out leaves it
+        assert hasattr(pool._lock, "__enter__")
     finally:
         pool.close()
+    for client_class in (psycopg_pool.pool.WaitingClient, psycopg_pool.pool_async.WaitingClient):
+        assert "error" in client_class.__slots__
     assert inspect.isclass(StopWorker)  # LoopPool.close_now sends it to each worker
 
 

@@ -1,4 +1,5 @@
-"""The pool interface every driver implements, and what they share: stats keys and error messages.
+"""The pool interface every driver implements, and what they share: error messages and log lines
+(the stats keys are :mod:`hybridpool.stats`'s).
 
 The verbs and their meaning are psycopg_pool's (``getconn``, ``putconn``, ``connection``, ``open``,
 ``close``, ``check``, ``get_stats``) so that code and dashboards written for psycopg_pool read a
@@ -20,28 +21,13 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout, TooManyRequests
 
 from . import process, reset, steps
+from .stats import POOL_AVAILABLE, POOL_MAX, POOL_SIZE, REQUESTS_WAITING
 
 if TYPE_CHECKING:
     from .leases import Leases
 
 __all__ = ["Pool", "AsyncPool", "PoolClosed", "PoolTimeout", "TooManyRequests"]
 
-# psycopg_pool's stats keys (psycopg_pool.base.BasePool), used by every driver.
-POOL_MIN = "pool_min"
-POOL_MAX = "pool_max"
-POOL_SIZE = "pool_size"
-POOL_AVAILABLE = "pool_available"
-REQUESTS_WAITING = "requests_waiting"
-REQUESTS_NUM = "requests_num"
-REQUESTS_QUEUED = "requests_queued"
-REQUESTS_WAIT_MS = "requests_wait_ms"
-REQUESTS_ERRORS = "requests_errors"
-USAGE_MS = "usage_ms"
-RETURNS_BAD = "returns_bad"
-CONNECTIONS_NUM = "connections_num"
-CONNECTIONS_MS = "connections_ms"
-CONNECTIONS_ERRORS = "connections_errors"
-CONNECTIONS_LOST = "connections_lost"
 
 
 # Log lines every driver writes (the psycopg_pool driver's others are psycopg_pool's own, whose

@@ -24,14 +24,14 @@ from psycopg_pool.pool_async import StopWorker
 
 from .. import pool as base
 from ..pool import ACT, CT
-from .. import lifecycle, process, reset, steps
+from .. import lifecycle, process, reset, stats, steps
 from ..config import PoolConfig
 from ..leases import Leases, reclaim
 from ..maintenance import MaintenanceTask, maintenance_interval
 from ..runtime import gevent_active
 
 if TYPE_CHECKING:
-    from contextlib import _GeneratorContextManager
+    from contextlib import _AsyncGeneratorContextManager, _GeneratorContextManager
 
 logger = logging.getLogger("hybridpool")
 
@@ -149,7 +149,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
             except Exception as ex:  # broken, or a check callable refused it
                 logger.info(base.FAILED_CHECK, self.name, ex)
                 self._discard(conn)
-                self._stats[self._REQUESTS_NUM] -= 1  # the same request, tried again
+                stats.retried(self._stats)
                 continue
             except BaseException:  # interrupted mid-check: its state is unknown
                 self._discard(conn)
@@ -178,7 +178,11 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
                 taken.rawlink(give_back)
                 raise
         except (PoolTimeout, TooManyRequests) as ex:
-            raise _worded(self, ex, wait) from None
+            error = _worded(self, ex, wait)  # counting this caller among the waiting, as psycopg_pool does
+            if isinstance(ex, PoolTimeout):
+                with self._lock:
+                    _forget_given_up(self._waiting)
+            raise error from None
 
     def _discard(self, conn: CT) -> None:
         """Close a connection taken and not lent; psycopg_pool frees its slot and opens another."""
@@ -200,7 +204,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
             return
         self._check_pool_putconn(conn)  # before touching it: it may be another borrower's now
         if (lease := self.leases.end(conn)) is not None:
-            self._stats[self._USAGE_MS] += int(1000.0 * (monotonic() - lease.lent_at))
+            stats.used(self._stats, lease.lent_at, monotonic())
         try:
             if not self.closed and not self._clean_returned(conn):
                 conn.pgconn.finish()  # psycopg_pool counts it in returns_bad and opens another
@@ -221,6 +225,15 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
             super()._reset_connection(conn)
 
     check_connection = base.Pool.__dict__["check_connection"]  # used by psycopg_pool's check() too
+
+
+def _forget_given_up(waiting: Any) -> None:
+    """Remove from psycopg_pool's queue (``_waiting``, under its lock) the callers that stopped
+    waiting: psycopg_pool leaves one that timed out there until a connection is returned, counted
+    in ``requests_waiting`` and by ``max_waiting``, which would refuse the next caller for it
+    (psycopg_pool 3.2-3.3's private ``WaitingClient.error``; the green pool removes it at once)."""
+    for client in [client for client in waiting if client.error is not None]:
+        waiting.remove(client)
 
 
 def _settle(result: Any, function: Any, *args: Any) -> None:
@@ -263,6 +276,11 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
         self._clean_returned = steps.bind(lifecycle.clean_returned, asynchronous=True, policy=self.config.reset)
         super().__init__(conninfo, open=False, connection_class=connection_class,
                          **pool_arguments(self.config, kwargs, asynchronous=True))
+
+    if TYPE_CHECKING:  # AsyncPool's, lending what getconn() returns: an ACT here
+        def connection(self, timeout: float | None = None) -> _AsyncGeneratorContextManager[ACT]: ...
+    else:
+        connection = base.AsyncPool.connection  # psycopg_pool's would count usage_ms a second time
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Open the pool in the running loop, which it serves (psycopg_pool's ``open``)."""
@@ -307,7 +325,11 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             try:
                 conn = await super().getconn(deadline - monotonic())
             except (PoolTimeout, TooManyRequests) as ex:
-                raise _worded(self, ex, wait) from None
+                error = _worded(self, ex, wait)
+                if isinstance(ex, PoolTimeout):
+                    async with self._lock:
+                        _forget_given_up(self._waiting)
+                raise error from None
             try:
                 await self._check_lent(conn)
                 if not carry:
@@ -315,11 +337,12 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             except Exception as ex:
                 logger.info(base.FAILED_CHECK, self.name, ex)
                 await self._discard(conn)
-                self._stats[self._REQUESTS_NUM] -= 1
+                stats.retried(self._stats)
                 continue
             except BaseException:  # cancelled mid-check
                 await self._discard(conn)
                 raise
+            setattr(conn, stats.LENT_AT, monotonic())
             return conn
 
     async def _discard(self, conn: ACT) -> None:
@@ -357,6 +380,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
         if self.forked:
             return
         self._check_pool_putconn(conn)
+        stats.used(self._stats, getattr(conn, stats.LENT_AT), monotonic())
         try:
             if not self.closed and not await self._clean_returned(conn):
                 _close_at_once(conn)  # psycopg_pool counts it in returns_bad and opens another

@@ -28,7 +28,7 @@ import psycopg
 
 from .. import pool as base
 from ..pool import CT
-from .. import lifecycle, process, reset, steps
+from .. import lifecycle, process, reset, stats, steps
 from ..capacity import Backoff, Capacity, expiry
 from ..config import PoolConfig
 from ..leases import Leases, reclaim
@@ -163,11 +163,11 @@ class GreenPool(base.Pool, Generic[CT]):
 
     def getconn(self, timeout: float | None = None) -> CT:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`."""
+        stats.requested(self._stats)
         if self._closed or self.forked:
             raise base.closed_error(self.name, self.pid, opened=self._was_opened)
         wait = self.timeout if timeout is None else timeout
         deadline = monotonic() + wait
-        self._stats[base.REQUESTS_NUM] += 1
         while True:
             conn = self._cap.take(self._settled) or self._wait_for_connection(deadline, wait)
             # Critical section: the connection is neither idle nor lent until it is lent below or
@@ -176,7 +176,7 @@ class GreenPool(base.Pool, Generic[CT]):
                 self._check(conn)
             except Exception as ex:  # broken, or a check callable refused it: open another one
                 logger.info(base.FAILED_CHECK, self.name, ex)
-                self._stats[base.CONNECTIONS_LOST] += 1
+                stats.lost(self._stats)
                 self._replace(conn)
                 continue
             except BaseException:  # interrupted mid-check: its state is unknown
@@ -190,9 +190,9 @@ class GreenPool(base.Pool, Generic[CT]):
     def _wait_for_connection(self, deadline: float, wait: float) -> CT:
         waiter = gevent.event.AsyncResult()
         if not self._cap.enqueue(waiter):
-            self._stats[base.REQUESTS_ERRORS] += 1
+            stats.refused(self._stats)
             raise base.too_many_requests_error(self.name, self.get_stats(), self._cap.max_waiting)
-        self._stats[base.REQUESTS_QUEUED] += 1
+        stats.queued(self._stats)
         self._grow()
         started = monotonic()
         timer = gevent.Timeout(max(deadline - started, 0.0))
@@ -203,17 +203,17 @@ class GreenPool(base.Pool, Generic[CT]):
             if ex is not timer:
                 self._give_back(waiter)
                 raise
-            stats = self.get_stats()  # counting this caller among the waiting, as psycopg_pool does
+            now = self.get_stats()  # counting this caller among the waiting, as psycopg_pool does
             if not self._cap.cancel(waiter):
                 return cast(CT, waiter.get_nowait())  # served just as the timer fired
-            self._stats[base.REQUESTS_ERRORS] += 1
-            raise base.timeout_error(self.name, stats, wait) from None
+            stats.refused(self._stats)
+            raise base.timeout_error(self.name, now, wait) from None
         except BaseException:  # killed, or the pool closed: leave the queue, return what was served
             self._give_back(waiter)
             raise
         finally:
             timer.close()
-            self._stats[base.REQUESTS_WAIT_MS] += int(1000.0 * (monotonic() - started))
+            stats.waited(self._stats, started, monotonic())
 
     def _give_back(self, waiter: gevent.event.AsyncResult) -> None:
         """A waiter gave up: leave the queue, or hand on the connection it was served (never lent,
@@ -240,7 +240,7 @@ class GreenPool(base.Pool, Generic[CT]):
         conn._pool = None
         now = monotonic()
         if (lease := self.leases.end(conn)) is not None:
-            self._stats[base.USAGE_MS] += int(1000.0 * (now - lease.lent_at))
+            stats.used(self._stats, lease.lent_at, now)
         if self._closed or now >= conn._expire_at:  # resize() and drain() expire lent connections too
             if not self._closed:
                 logger.info("closing expired connection of pool %r", self.name)
@@ -249,13 +249,13 @@ class GreenPool(base.Pool, Generic[CT]):
         try:
             clean = self._clean_returned(conn)
         except BaseException:  # interrupted while it waited on the server: its state is unknown
-            self._stats[base.RETURNS_BAD] += 1
+            stats.returned_bad(self._stats)
             self._replace(conn)
             raise
         if clean:
             self._hand_over(conn)
         else:
-            self._stats[base.RETURNS_BAD] += 1
+            stats.returned_bad(self._stats)
             self._replace(conn)
             logger.warning(base.DISCARDED_RETURN, self.name, conn)
 
@@ -270,24 +270,24 @@ class GreenPool(base.Pool, Generic[CT]):
 
     def _connect(self) -> CT:
         started = monotonic()
-        self._stats[base.CONNECTIONS_NUM] += 1  # attempts, as psycopg_pool counts them
+        stats.connecting(self._stats)
         try:
             with gevent.Timeout(self.timeout, psycopg.OperationalError(f"connecting took more than {self.timeout} s")):
                 conninfo = self.conninfo() if callable(self.conninfo) else self.conninfo
                 kwargs = self.kwargs() if callable(self.kwargs) else self.kwargs
                 conn = self.connection_class.connect(conninfo, **kwargs)
         except BaseException:
-            self._stats[base.CONNECTIONS_ERRORS] += 1
+            stats.connect_failed(self._stats)
             raise
         now = monotonic()
-        self._stats[base.CONNECTIONS_MS] += int(1000.0 * (now - started))
+        stats.connected(self._stats, started, now)
         conn._pool = None  # psycopg's mark of a pooled connection (no ResourceWarning); set while lent
         conn._created_at = now
         conn._expire_at = expiry(now, self.config.max_lifetime)
         try:
             self._configure(conn)
         except BaseException:
-            self._stats[base.CONNECTIONS_ERRORS] += 1
+            stats.connect_failed(self._stats)
             conn.close()
             raise
         return conn
@@ -421,7 +421,7 @@ class GreenPool(base.Pool, Generic[CT]):
                     self.check_connection(conn)
                 except Exception as ex:
                     logger.warning(base.BROKEN_IDLE, self.name, ex)
-                    self._stats[base.CONNECTIONS_LOST] += 1
+                    stats.lost(self._stats)
                     self._close_connection(conn)
                 except BaseException:
                     self._close_connection(conn)
@@ -448,14 +448,8 @@ class GreenPool(base.Pool, Generic[CT]):
 
     def get_stats(self) -> dict[str, int]:
         """Return the pool's gauges and counters under psycopg_pool's stats keys."""
-        return {
-            base.POOL_MIN: self.min_size,
-            base.POOL_MAX: self.max_size,
-            base.POOL_SIZE: self._cap.nconns,
-            base.POOL_AVAILABLE: len(self._cap.idle),
-            base.REQUESTS_WAITING: len(self._cap.waiting),
-            **self._stats,
-        }
+        return {**stats.gauges(self.min_size, self.max_size, self._cap.nconns, len(self._cap.idle),
+                               len(self._cap.waiting)), **self._stats}
 
     def pop_stats(self) -> dict[str, int]:
         """Return the stats and reset the counters (psycopg_pool's ``pop_stats``)."""
