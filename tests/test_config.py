@@ -191,12 +191,13 @@ def test_backoff_doubles_from_one_second_with_jitter_then_gives_up():
 def test_filling_stops_after_giving_up_until_a_connection_opens():
     cap: Capacity[str, str] = Capacity(min_size=2, max_size=4)
     assert cap.fill() == 2
-    cap.release()
-    cap.release()  # both connects failed for reconnect_timeout
+    cap.connect_failed(growing=False)
+    cap.connect_failed(growing=False)  # both connects failed for reconnect_timeout
     cap.stop_filling()
     assert cap.fill() == 0  # no background retry loop
     assert cap.enqueue("caller") and cap.grow()  # a caller's demand still opens one
     cap.connected()
+    assert cap.opened == 1 and not cap.filled
     assert cap.fill() == 1  # min_size again, counting the one opened
 
 

@@ -282,7 +282,7 @@ class Model:
             self.lent.add(conn)
 
     def close(self) -> None:
-        self.cap.release()
+        self.cap.closed()
         self.grow()
 
     def step(self) -> None:
@@ -317,26 +317,27 @@ class Model:
             if action == "connected":
                 self.cap.connected()
                 self.hand_over(next(self.names))
-            else:
-                self.cap.release()
-            if growing and self.cap.growth_ended():
-                self.opening.append(True)
+                if growing and self.cap.growth_ended():
+                    self.opening.append(True)
+            else:  # its attempts gave up
+                self.cap.connect_failed(growing)
         elif action == "give_up":
             self.cap.stop_filling()
         elif action == "shrink":
-            self.cap.shrink()
+            if self.cap.shrink() is not None:
+                self.cap.closed(release=False)  # shrink() freed the slot
         elif action == "expire":
             for _ in self.cap.remove_idle(lambda conn: self.rng.random() < 0.5):
-                self.cap.release()
+                self.cap.closed()
             self.grow()
         elif action == "resize":
             min_size = self.rng.randrange(0, 4)
             for _ in self.cap.resize(min_size, self.rng.randrange(max(min_size, 1), 6)):
-                self.cap.release()
+                self.cap.closed()
             self.expiring = set(sorted(self.lent)[:max(self.cap.nconns - self.cap.max_size, 0)])
             self.grow()
         elif action == "check":  # check() refills, also after reconnecting gave up
-            self.cap.connected()
+            self.cap.resume_filling()
             self.grow()
 
     def check(self) -> None:
@@ -345,6 +346,7 @@ class Model:
         assert len(idle) == len(cap.idle), "a connection is twice in the idle stack"
         assert not idle & self.lent, "a connection is both idle and lent"
         assert cap.nconns == len(idle) + len(self.lent) + len(self.opening), "a slot is lost or counted twice"
+        assert cap.opened == len(idle) + len(self.lent), "an established connection is not counted as open"
         assert not (cap.idle and cap.waiting), "a connection idles while callers wait"
         assert sum(self.opening) <= 1, "more than one growth step at a time"
         assert len(cap.waiting) <= cap.max_waiting or not cap.max_waiting

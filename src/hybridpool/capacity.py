@@ -38,7 +38,10 @@ class Capacity(Generic[C, W]):
         surplus sinks to the bottom, goes idle and can expire.
     :ivar waiting: callers waiting for a connection, oldest first.
     :ivar nconns: slots taken: connections open, lent, or being opened.
+    :ivar opened: connections established and not closed (``nconns`` less those being opened).
     :ivar idle_low: the fewest idle connections since the last :meth:`shrink`.
+    :ivar growing: a growth step is under way (:meth:`grow`).
+    :ivar filling: refilling to ``min_size`` is on (off after reconnecting gave up).
     """
 
     def __init__(self, min_size: int, max_size: int, max_waiting: int = 0) -> None:
@@ -48,9 +51,11 @@ class Capacity(Generic[C, W]):
         self.idle: list[C] = []
         self.waiting: deque[W] = deque()
         self.nconns = 0
+        self.opened = 0
         self.idle_low = 0
         self.growing = False
         self.filling = True
+        self.shrunk_at: float | None = None  # when the current max_idle period began
 
     def take(self, settled: Callable[[C], bool] | None = None) -> C | None:
         """Return an idle connection, unless there is none or callers queued earlier.
@@ -106,6 +111,30 @@ class Capacity(Generic[C, W]):
         """Free the slot of a connection that was closed or could not be opened."""
         self.nconns -= 1
 
+    def connected(self) -> None:
+        """A connection was established in its reserved slot; refilling to ``min_size`` resumes."""
+        self.opened += 1
+        self.filling = True
+
+    def connect_failed(self, growing: bool) -> None:
+        """A connection will not be opened in its reserved slot (its attempts gave up, or the pool
+        closed): free the slot, and end the growth step it was (``growing``)."""
+        self.release()
+        if growing:
+            self.growing = False
+
+    def closed(self, *, release: bool = True) -> None:
+        """An established connection was closed: it is no longer open, and its slot is free unless
+        it was freed already (``release=False``: :meth:`shrink` frees it)."""
+        self.opened -= 1
+        if release:
+            self.release()
+
+    @property
+    def filled(self) -> bool:
+        """True while ``min_size`` connections are established (what ``wait()`` waits for)."""
+        return self.opened >= self.min_size
+
     def fill(self) -> int:
         """Reserve the slots needed to reach ``min_size``; return how many connections to open
         (none while filling is stopped)."""
@@ -121,8 +150,8 @@ class Capacity(Generic[C, W]):
         psycopg_pool does the same: after giving up it connects again only on demand."""
         self.filling = False
 
-    def connected(self) -> None:
-        """A connection opened: refilling to ``min_size`` resumes."""
+    def resume_filling(self) -> None:
+        """Refill to ``min_size`` again (``check()``), also after reconnecting gave up."""
         self.filling = True
 
     def grow(self) -> bool:
@@ -140,6 +169,16 @@ class Capacity(Generic[C, W]):
         """A growth step ended (its connection was handed over, or failed): reserve the next one?"""
         self.growing = False
         return self.grow()
+
+    def shrink_due(self, now: float, max_idle: float) -> C | None:
+        """:meth:`shrink`, once per ``max_idle`` seconds (``now``: monotonic seconds; the first
+        call starts the first period)."""
+        if self.shrunk_at is None:
+            self.shrunk_at = now
+        if now - self.shrunk_at < max_idle:
+            return None
+        self.shrunk_at = now
+        return self.shrink()
 
     def shrink(self) -> C | None:
         """psycopg_pool's rule, applied once per ``max_idle`` seconds: if some connections stayed

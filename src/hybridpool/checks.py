@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -114,7 +114,7 @@ def check_server_capacity(app_configs: Any = None, databases: Any = None, **kwar
                            " current_setting('superuser_reserved_connections')::int")
             max_connections, reserved = cursor.fetchone()
         connections[alias].close()
-        most = cast(int, config.max_size) * POOLS_PER_PROCESS * workers  # an int once validated
+        most = config.sizes[1] * POOLS_PER_PROCESS * workers
         if most > max_connections - reserved:
             messages.append(checks.Warning(
                 f"DATABASES[{alias!r}]: max_size={config.max_size} x {POOLS_PER_PROCESS} pools per process x"

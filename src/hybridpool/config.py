@@ -140,6 +140,12 @@ class PoolConfig:
         """
         return dataclasses.replace(self, min_size=min_size, max_size=min_size if max_size is None else max_size)
 
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """``(min_size, max_size)``: ints once validated (the fields also take None, "the default",
+        which validation replaces)."""
+        return cast(int, self.min_size), cast(int, self.max_size)
+
     @classmethod
     def from_django(cls, options: Mapping[str, Any], *, alias: str = "default",
                     health_checks: bool = False) -> PoolConfig:

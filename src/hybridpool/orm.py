@@ -101,7 +101,7 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool[BudgetedConnectio
         config = wrapper.pool_config
         config = dataclasses.replace(config, name=f"{alias} (async)",
                                      min_size=config.min_size if keeps_min_size else 0)
-        shared = budgeted(registry.budget(alias, cast(int, config.max_size)), timeout=config.timeout)
+        shared = budgeted(registry.budget(alias, config.sizes[1]), timeout=config.timeout)
         return LoopPool(kwargs=kwargs, config=config, connection_class=shared)
 
     return await registry.aget_or_create(alias, make_pool)

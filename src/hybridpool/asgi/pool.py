@@ -130,7 +130,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         :raises PoolSettingError: an impossible size (a ``ValueError``, as psycopg_pool's).
         """
         self.config = self.config.resized(min_size, max_size)
-        super().resize(cast(int, self.config.min_size), self.config.max_size)  # an int once validated
+        super().resize(*self.config.sizes)
 
     def getconn(self, timeout: float | None = None) -> CT:
         """Take a connection; see :meth:`hybridpool.Pool.getconn`.

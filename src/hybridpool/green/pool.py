@@ -66,8 +66,7 @@ class GreenPool(base.Pool, Generic[CT]):
         self.connection_class = connection_class
         self.kwargs = base.autocommit_kwargs(kwargs)
         self.name = config.name or f"pool-{next(_names)}"
-        self.min_size = cast(int, config.min_size)  # sizes are ints once validated
-        self.max_size = cast(int, config.max_size)
+        self.min_size, self.max_size = config.sizes
         # psycopg_pool's attributes, read-only here as there (resize() changes the sizes)
         self.timeout = config.timeout
         self.max_waiting = config.max_waiting
@@ -90,11 +89,9 @@ class GreenPool(base.Pool, Generic[CT]):
         self._maintenance = _Maintenance(self, maintenance_interval(config), gevent.event.Event())
         self.leases = Leases(config.leak_timeout, borrower=_current_greenlet, wake=self._maintenance.wake,
                              local=gevent.local.local)
-        self._opened = 0  # connections established and not closed
-        self._filled = gevent.event.Event()  # set while min_size connections are established
+        self._filled = gevent.event.Event()  # set while min_size connections are established: Capacity.filled
         self._closed = True
         self._was_opened = False  # a pool is opened once (psycopg_pool's rule)
-        self._shrunk_at = monotonic()  # the start of the current max_idle period
         if reason := gevent_blocking(forced=True):
             logger.warning("pool %r: %s", self.name, reason)
         if open:
@@ -298,14 +295,14 @@ class GreenPool(base.Pool, Generic[CT]):
             conn = self._connect()
         except Exception as ex:
             if self._closed:
-                self._connect_failed(growing)
+                self._cap.connect_failed(growing)
                 return
             logger.warning(base.CONNECT_FAILED, self.name, ex)
             backoff = backoff or Backoff(self.config.reconnect_timeout)
             delay = backoff.failed(monotonic())
             if delay is None:
                 logger.warning(base.RECONNECT_GAVE_UP, self.name, self.reconnect_timeout)
-                self._connect_failed(growing)
+                self._cap.connect_failed(growing)
                 self._cap.stop_filling()
                 if self.config.reconnect_failed is not None:
                     self.config.reconnect_failed(self)
@@ -313,9 +310,8 @@ class GreenPool(base.Pool, Generic[CT]):
                 gevent.spawn_later(delay, self._add_connection, growing, backoff)
             return
         except BaseException:  # killed (the hub is ending): the slot is free again
-            self._connect_failed(growing)
+            self._cap.connect_failed(growing)
             raise
-        self._opened += 1
         self._cap.connected()
         self._note_filled()
         self._hand_over(conn)
@@ -324,16 +320,10 @@ class GreenPool(base.Pool, Generic[CT]):
 
     def _note_filled(self) -> None:
         """Set :attr:`_filled` while ``min_size`` connections are established, for :meth:`wait`."""
-        if self._opened >= self.min_size:
+        if self._cap.filled:
             self._filled.set()
         else:
             self._filled.clear()
-
-    def _connect_failed(self, growing: bool) -> None:
-        """Free the slot reserved for a connection that will not be opened."""
-        self._cap.release()
-        if growing:
-            self._cap.growing = False
 
     def _grow(self) -> None:
         """Open what ``min_size`` and the waiting callers need, each connect in its own greenlet."""
@@ -351,10 +341,8 @@ class GreenPool(base.Pool, Generic[CT]):
         try:
             conn.close()
         finally:
-            self._opened -= 1
+            self._cap.closed(release=release)
             self._note_filled()
-            if release:
-                self._cap.release()
 
     def _replace(self, conn: CT) -> None:
         self._close_connection(conn)
@@ -372,7 +360,7 @@ class GreenPool(base.Pool, Generic[CT]):
         """
         self.config = config = self.config.resized(min_size, max_size)
         logger.info("resizing pool %r to min_size=%s max_size=%s", self.name, config.min_size, config.max_size)
-        self.min_size, self.max_size = cast(int, config.min_size), cast(int, config.max_size)
+        self.min_size, self.max_size = config.sizes
         for conn in self._cap.resize(self.min_size, self.max_size):
             self._close_connection(conn)
         for conn in self.leases.lent()[:max(self._cap.nconns - self.max_size, 0)]:
@@ -397,12 +385,10 @@ class GreenPool(base.Pool, Generic[CT]):
         rule, :meth:`Capacity.shrink`)."""
         reclaim(self, self.leases)
         now = monotonic()
-        if now - self._shrunk_at >= self.max_idle:
-            self._shrunk_at = now
-            if (conn := self._cap.shrink()) is not None:
-                logger.info("shrinking pool %r to %s: connections unused for %s s", self.name, self._cap.nconns,
-                            self.max_idle)
-                self._close_connection(conn, release=False)
+        if (conn := self._cap.shrink_due(now, self.max_idle)) is not None:
+            logger.info("shrinking pool %r to %s: connections unused for %s s", self.name, self._cap.nconns,
+                        self.max_idle)
+            self._close_connection(conn, release=False)
         for conn in self._cap.remove_idle(lambda conn: now >= conn._expire_at):
             self._close_connection(conn)
         self._grow()
@@ -431,7 +417,7 @@ class GreenPool(base.Pool, Generic[CT]):
         finally:
             for conn in unchecked:
                 self._hand_over(conn)
-            self._cap.connected()  # refill, even after reconnecting gave up
+            self._cap.resume_filling()  # refill, even after reconnecting gave up
             self._grow()
 
     # -- stats
