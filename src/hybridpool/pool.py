@@ -130,7 +130,8 @@ def not_ready_error(name: str, timeout: float) -> PoolTimeout:
 
 
 class Owned:
-    """What a pool knows of the process that created it, which alone may use its connections.
+    """What every pool, sync or async, is: a name, two sizes, and the process that created it,
+    which alone may use its connections.
 
     A forked child (gunicorn's ``preload_app``, a ``multiprocessing`` fork) inherits the parent's
     pools with their sockets: closing one of those connections would end the parent's session,
@@ -138,11 +139,21 @@ class Owned:
     (:meth:`refuse_forked`: checkout raises), and returns and ``close()`` do nothing (the parent's
     connections are left untouched); its maintenance stops (:mod:`hybridpool.maintenance`).
 
+    :ivar name: the pool's name (Django: the database alias).
+    :ivar min_size: connections kept open.
+    :ivar max_size: hard cap of open connections in this process.
     :ivar pid: the id of the process that created the pool (:data:`hybridpool.process.pid`).
     """
 
     name: str
     pid: int
+
+    if TYPE_CHECKING:  # read-only as psycopg_pool's properties, which the psycopg_pool driver inherits
+        @property
+        def min_size(self) -> int: ...
+
+        @property
+        def max_size(self) -> int: ...
 
     @property
     def forked(self) -> bool:
@@ -162,22 +173,12 @@ class Owned:
 class Pool(Owned, abc.ABC):
     """A pool of :class:`psycopg.Connection` for code running on threads or greenlets.
 
-    :ivar name: the pool's name (Django: the database alias).
-    :ivar min_size: connections kept open.
-    :ivar max_size: hard cap of open connections in this process.
     :ivar kwargs: the :func:`psycopg.connect` keyword arguments of its connections (psycopg_pool's).
+    :ivar leases: who holds each lent connection (:class:`hybridpool.leases.Leases`).
     """
 
-    name: str
     kwargs: Kwargs
     leases: Leases
-
-    if TYPE_CHECKING:  # read-only as psycopg_pool's properties, which the psycopg_pool driver inherits
-        @property
-        def min_size(self) -> int: ...
-
-        @property
-        def max_size(self) -> int: ...
 
     @abc.abstractmethod
     def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
@@ -254,15 +255,6 @@ class AsyncPool(Owned, abc.ABC):
 
     The same verbs as :class:`Pool`, awaitable.
     """
-
-    name: str
-
-    if TYPE_CHECKING:  # read-only as psycopg_pool's properties, which the psycopg_pool driver inherits
-        @property
-        def min_size(self) -> int: ...
-
-        @property
-        def max_size(self) -> int: ...
 
     @abc.abstractmethod
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:

@@ -368,12 +368,9 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             _close_at_once(self._pool.popleft())
 
     async def putconn(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Give back a connection: rolled back and reset here, in the returning task, then to
-        psycopg_pool, which closes it if it is broken or past ``max_lifetime``; in a forked child,
-        the parent's connection is dropped untouched.
-
-        A connection returned in the middle of a query has it cancelled and is closed; a return
-        cancelled while it waits on the server closes the connection and frees its slot.
+        """Give back a connection, as :meth:`ThreadPool.putconn` does, in the returning task; its
+        reset is run, not only sent. A return cancelled while it waits on the server closes the
+        connection and frees its slot.
 
         :raises ValueError: the connection is not lent by this pool (psycopg_pool's check).
         """
