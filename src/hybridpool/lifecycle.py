@@ -94,7 +94,8 @@ def check(conn: psycopg.BaseConnection[Any], policy: str | Callable[..., Any] = 
 
     :raises psycopg.OperationalError: if the connection is broken.
     """
-    yield from safe.read(conn)
+    if getattr(conn, safe.RESET_SENT, False):
+        yield from safe.read(conn)
     if callable(policy):
         yield Call(policy)
     elif needs_check(conn, policy):

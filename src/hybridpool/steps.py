@@ -23,6 +23,7 @@ import inspect
 import select
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from functools import partial
 from time import monotonic
 from typing import Any, TypeVar
 
@@ -166,18 +167,23 @@ def _wait_socket(fileno: int, timeout: float, write: bool) -> None:
 
 
 class _Progress:
-    """A procedure under way: :meth:`next` gives the op to do next, with what the last one gave
-    (``value``) or raised (``error``) sent in, or None once the procedure returned ``result``."""
+    """A procedure under way, whose ``first`` op is due: :meth:`next` gives the op to do next,
+    with what the last one gave (``value``) or raised (``error``) sent in, or None once the
+    procedure returned ``result``."""
 
-    __slots__ = ("steps", "value", "error", "result")
+    __slots__ = ("steps", "first", "value", "error", "result")
 
-    def __init__(self, steps: Steps[Any]) -> None:
+    def __init__(self, steps: Steps[Any], first: Op) -> None:
         self.steps = steps
+        self.first: Op | None = first
         self.value: Any = None
         self.error: BaseException | None = None
         self.result: Any = None
 
     def next(self) -> Op | None:
+        if (first := self.first) is not None:
+            self.first = None
+            return first
         error, self.error = self.error, None
         try:
             return self.steps.send(self.value) if error is None else self.steps.throw(error)
@@ -188,7 +194,11 @@ class _Progress:
 
 def run(steps: Steps[T], conn: psycopg.Connection[Any]) -> T:
     """Run a procedure on a sync connection, blocking at each op; return its result."""
-    progress = _Progress(steps)
+    try:
+        first = next(steps)  # most procedures end without waiting: no more bookkeeping for them
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]  # the procedure's T
+    progress = _Progress(steps, first)
     while (op := progress.next()) is not None:
         try:
             progress.value = op.run(conn)
@@ -199,7 +209,11 @@ def run(steps: Steps[T], conn: psycopg.Connection[Any]) -> T:
 
 async def arun(steps: Steps[T], conn: psycopg.AsyncConnection[Any]) -> T:
     """Run a procedure on an async connection, awaiting each op; return its result."""
-    progress = _Progress(steps)
+    try:
+        first = next(steps)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]  # the procedure's T
+    progress = _Progress(steps, first)
     while (op := progress.next()) is not None:
         try:
             progress.value = await op.arun(conn)
@@ -213,13 +227,14 @@ def bind(procedure: Callable[..., Steps[Any]], *, asynchronous: bool = False,
     """Return a function of one connection that runs ``procedure(conn, **settings)``: with
     :func:`run`, or with :func:`arun` (a coroutine function) if ``asynchronous``. How a pool
     binds its settings to the procedures it runs on checkout and return."""
+    bound = partial(procedure, **settings)  # C calls: half the cost of ``procedure(conn, **settings)``
     if asynchronous:
         async def run_async(conn: psycopg.AsyncConnection[Any]) -> Any:
-            return await arun(procedure(conn, **settings), conn)
+            return await arun(bound(conn), conn)
 
         return run_async
 
     def run_sync(conn: psycopg.Connection[Any]) -> Any:
-        return run(procedure(conn, **settings), conn)
+        return run(bound(conn), conn)
 
     return run_sync
