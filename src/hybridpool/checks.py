@@ -8,9 +8,10 @@ in ``INSTALLED_APPS`` (so that ``manage.py check`` sees them before any database
 | ``hybridpool.E001`` | ``CONN_MAX_AGE`` is not 0 |
 | ``hybridpool.E002`` | a pool setting is wrong |
 | ``hybridpool.W001`` | a gevent deployment in which psycopg would block the hub |
-| ``hybridpool.W002`` | ``max_size`` x pools x workers exceeds the server's ``max_connections`` (``check --database``) |
+| ``hybridpool.W002`` | ``max_size`` x pools x workers exceeds the server's ``max_connections`` (``check --database``; not behind PgBouncer) |
 | ``hybridpool.W003`` | ``ATOMIC_REQUESTS`` holds a pooled connection for every whole request |
 | ``hybridpool.W004`` | asgiref < 3.13: ``hybridpool.asgi.get_asgi_application()`` cannot reuse request threads |
+| ``hybridpool.W005`` | ``pgbouncer="transaction"`` with a setting that needs a session of its own on the server |
 """
 
 from __future__ import annotations
@@ -72,12 +73,49 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                      " that run at once.",
                 id="hybridpool.W003",
             ))
+        if config.pgbouncer == "transaction":
+            messages.extend(_transaction_pooling_warnings(alias, entry))
     if drivers and (reason := gevent_blocking(forced="gevent" in drivers)):
         messages.append(checks.Warning(reason, hint=(
             "Monkey-patch the process before anything imports psycopg or Django: gunicorn's gevent worker"
             " does it when preload_app is off; in a script, call gevent.monkey.patch_all() first."),
             id="hybridpool.W001"))
     return messages
+
+
+def _transaction_pooling_warnings(alias: str, entry: dict[str, Any]) -> list[checks.CheckMessage]:
+    """W005: the settings of ``alias`` that break behind PgBouncer's transaction pooling, where
+    each transaction may run on another server connection: what one statement leaves in the session
+    (a cursor, a prepared statement, a role) is not there for the next. Only what the settings say
+    is checked; a ``SET`` in a ``configure`` callback or in the code is not seen (see the README)."""
+    where = f"DATABASES[{alias!r}]"
+    options = entry["OPTIONS"]
+    found: list[tuple[str, str]] = []
+    if not entry.get("DISABLE_SERVER_SIDE_CURSORS"):
+        found.append((
+            (f"{where}['DISABLE_SERVER_SIDE_CURSORS'] is not True: QuerySet.iterator() declares a server-side"
+             " cursor WITH HOLD and fetches from it in later transactions, which may run on another server"
+             " connection (cursor does not exist)"),
+            "Set DISABLE_SERVER_SIDE_CURSORS = True (Django's setting for transaction pooling).",
+        ))
+    threshold = options.get("prepare_threshold", 5)  # psycopg's default
+    if options.get("server_side_binding") is True and threshold is not None:
+        found.append((
+            (f"{where}['OPTIONS']['server_side_binding'] = True with prepare_threshold = {threshold!r}: psycopg"
+             " prepares a statement it runs often on the server connection of one transaction and executes"
+             " it by name in later ones (prepared statement does not exist)"),
+            ("Set OPTIONS['prepare_threshold'] = None, or use PgBouncer >= 1.21 with max_prepared_statements > 0"
+             " (the default from 1.24), which prepares them on each server connection."),
+        ))
+    if role := options.get("assume_role"):
+        found.append((
+            (f"{where}['OPTIONS']['assume_role'] = {role!r}: Django sets the role with SET ROLE at each checkout,"
+             " on one server connection; the next transactions may run on others, without it, and other"
+             " clients inherit it"),
+            "Connect as that role (USER), or declare pgbouncer='session'.",
+        ))
+    return [checks.Warning(f"{msg} (OPTIONS['pool']['pgbouncer'] = 'transaction')", hint=hint, id="hybridpool.W005")
+            for msg, hint in found]
 
 
 @checks.register("hybridpool")
@@ -109,6 +147,8 @@ def check_server_capacity(app_configs: Any = None, databases: Any = None, **kwar
             config = PoolConfig.from_django(entry["OPTIONS"], alias=alias)
         except ImproperlyConfigured:
             continue  # E002 says it
+        if config.pgbouncer is not None:
+            continue  # the pools connect to PgBouncer, whose pool_size bounds the server connections
         with connections[alias].cursor() as cursor:
             cursor.execute("SELECT current_setting('max_connections')::int,"
                            " current_setting('superuser_reserved_connections')::int")

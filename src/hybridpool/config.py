@@ -22,6 +22,8 @@ from .validation import PoolSettingError, check_choice, check_int, check_seconds
 DRIVERS = ("auto", "gevent", "thread")
 CHECKS = ("auto", "always", "never")
 RESETS = ("safe", "rollback")
+#: PgBouncer's pool modes, for the ``pgbouncer`` setting (None: no PgBouncer in front).
+PGBOUNCER_MODES = ("transaction", "session")
 
 #: psycopg_pool's default ``min_size``; without ``min_size``, a ``max_size`` below it lowers it.
 DEFAULT_MIN_SIZE = 4
@@ -78,6 +80,13 @@ class PoolConfig:
     :param name: the pool's name in logs and errors (default: the database alias).
     :param driver: ``"auto"`` (gevent's green driver when gevent has monkey-patched ``threading``,
         else the psycopg_pool driver), ``"gevent"`` or ``"thread"``.
+    :param pgbouncer: the pool mode of a PgBouncer between the pool and the server: ``"transaction"``,
+        ``"session"`` or None (none, the default). Under ``"transaction"`` a connection has no
+        session of its own on the server (each transaction may run on another server connection),
+        so ``reset="safe"`` does what ``"rollback"`` does: a ``DISCARD ALL`` would reset whichever
+        server connection PgBouncer picks for it, another client's state. Under ``"session"`` the
+        safe reset stays: PgBouncer runs its ``server_reset_query`` only when a client disconnects,
+        and the pool keeps its connections open from one borrower to the next.
     :raises PoolSettingError: for a value of the wrong type or out of range (an
         ``ImproperlyConfigured`` and a ``ValueError``).
     """
@@ -97,6 +106,7 @@ class PoolConfig:
     num_workers: int = 3
     name: str | None = None
     driver: str = "auto"
+    pgbouncer: str | None = None
 
     def __post_init__(self) -> None:
         self._validate(where="hybridpool setting")
@@ -132,6 +142,10 @@ class PoolConfig:
         if self.name is not None and not isinstance(self.name, str):
             raise setting_error(where, "name", self.name, "a str or None")
         check_choice(where, "driver", self.driver, DRIVERS)
+        if self.pgbouncer is not None:
+            check_choice(where, "pgbouncer", self.pgbouncer, PGBOUNCER_MODES, extra="or None (no PgBouncer in front)")
+        if self.pgbouncer == "transaction" and self.reset == "safe":  # no session to reset: see the docstring
+            object.__setattr__(self, "reset", "rollback")
 
     def resized(self, min_size: int, max_size: int | None = None) -> PoolConfig:
         """This config with other sizes (``max_size`` default: ``min_size``), for ``resize()``.

@@ -13,6 +13,7 @@ it before anyone else gets it.
 from __future__ import annotations
 
 import logging
+import sys
 import weakref
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -162,11 +163,20 @@ class DatabaseWrapperMixin(_WrapperBase):
         """The connection parameters of this alias's pools: Django's, with its time zone made the
         session default (a startup parameter), so that the reset on return (``RESET ALL``) keeps it
         and Django finds nothing to set on the next checkout: no ``SET TIME ZONE`` round trip per
-        request."""
+        request.
+
+        Behind PgBouncer (``OPTIONS["pool"]["pgbouncer"]``) the time zone is not a startup parameter:
+        PgBouncer before 1.20 refuses libpq's ``options`` and later ones apply it with a ``SET``,
+        which is no session default. Django then sets it at checkout when the session's differs
+        (once per connection in transaction mode, where PgBouncer tracks it; at each checkout in
+        session mode, whose reset is therefore not carried: Django must see the reset session's
+        time zone). Giving PgBouncer the time zone (``timezone=`` in its ``[databases]`` entry)
+        spares both."""
         params = self.django_connection_params()
-        if params.get("cursor_factory") is postgresql.Cursor:  # client-side binding: it carries the safe reset
-            params["cursor_factory"] = ResettingCursor
-        if timezone_name := self.timezone_name:
+        pgbouncer = self.pool_config.pgbouncer
+        if params.get("cursor_factory") is postgresql.Cursor and pgbouncer != "session":
+            params["cursor_factory"] = ResettingCursor  # client-side binding: it carries the safe reset
+        if (timezone_name := self.timezone_name) and pgbouncer is None:
             params["options"] = f"{params.get('options', '')} -c TimeZone={timezone_name}".strip()
         return params
 
@@ -175,7 +185,16 @@ class DatabaseWrapperMixin(_WrapperBase):
 
         Django calls it when ``TIME_ZONE`` or ``USE_TZ`` change (new connections must carry the
         new time zone) and hybridpool's :class:`DatabaseCreation` around test-database steps.
+
+        Called while a Celery worker runs a task in the calling thread or greenlet, it keeps the
+        pools: Celery's Django fix-up calls it before and after every task of a prefork worker,
+        once it has given the task's connections back, so that a child never uses a pool it
+        inherited from its parent (celery#9953); hybridpool's pools are per process already (a
+        forked child forgets its parent's at fork), and closing them there would open new
+        connections for every task (celery#10554).
         """
+        if _in_celery_task():
+            return
         registry.close_all(self.alias)
         self.__dict__.pop("pool_config", None)  # the next pool reads the settings as they are then
         self.__dict__.pop("_lender", None)
@@ -239,6 +258,14 @@ class DatabaseWrapperMixin(_WrapperBase):
             super().close_if_unusable_or_obsolete()
         elif self.connection is not None:
             self.close()
+
+
+def _in_celery_task() -> bool:
+    """True while a Celery worker runs a task in the calling thread or greenlet (between its
+    ``task_prerun`` and ``task_postrun`` signals included); Celery is not imported to ask."""
+    state = sys.modules.get("celery._state")
+    current_task = getattr(state, "get_current_worker_task", None)
+    return current_task is not None and current_task() is not None
 
 
 class DatabaseWrapper(DatabaseWrapperMixin, postgresql.DatabaseWrapper):
