@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -52,8 +53,30 @@ def get_or_create(alias: str, driver: str, factory: Callable[[], Pool]) -> Pool:
             pool = factory()
             pool.open()
             _pools[alias, driver] = pool
+            _close_at_celery_process_exit()
     exit_guard.install_soon(close_all)
     return pool
+
+
+_celery_hooked = False
+
+
+def _close_at_celery_process_exit() -> None:
+    """In a Celery worker, close the pools at its ``worker_process_shutdown`` signal: a prefork
+    child ends with ``os._exit()``, which runs no ``atexit`` hook, and would leave every
+    connection without a terminate message. Once per process tree (a forked child inherits the
+    receiver); Celery is not imported to ask."""
+    global _celery_hooked
+    if _celery_hooked or "celery" not in sys.modules:
+        return
+    _celery_hooked = True
+    from celery.signals import worker_process_shutdown
+
+    worker_process_shutdown.connect(_close_all_at_signal, weak=False)
+
+
+def _close_all_at_signal(**kwargs: Any) -> None:
+    close_all()
 
 
 def serving(loop: asyncio.AbstractEventLoop) -> None:

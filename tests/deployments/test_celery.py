@@ -22,8 +22,8 @@ the server's connections throughout, and checks:
   database once it has stopped);
 - a helper that never gives its connection back has it taken back once it has ended;
 - the worker's shutdown ends every connection with a terminate message
-  (``pg_stat_database.sessions_abandoned`` does not move; prefork children need the project's
-  ``worker_process_shutdown`` receiver for it).
+  (``pg_stat_database.sessions_abandoned`` does not move: hybridpool closes a prefork child's
+  pools at Celery's ``worker_process_shutdown``, the child skipping ``atexit``).
 
 A last test checks the rule of the ENGINE's ``close_pool()`` in this process: pools kept while a
 worker's task runs, closed otherwise.
