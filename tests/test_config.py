@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import pytest
@@ -72,6 +73,23 @@ def test_a_check_in_the_pool_options_takes_precedence_over_conn_health_checks():
     assert PoolConfig.from_django({"pool": {"check": "never"}}, health_checks=True).check == "never"
     assert PoolConfig.from_django({"pool": True}, health_checks=True).check == "always"
     assert PoolConfig.from_django({"pool": True}, health_checks=False).check == "auto"
+
+
+def test_the_options_dict_is_never_mutated():
+    """Django 6.1 no longer mutates a database's OPTIONS (it copies before popping "pool"); neither
+    does hybridpool, reading them or connecting with them."""
+    options = {"pool": {"min_size": 1, "max_size": 2, "check": "never", "reset": "rollback"},
+               "application_name": "frozen", "server_side_binding": False}
+    before = copy.deepcopy(options)
+    PoolConfig.from_django(options, alias="frozen", health_checks=True)
+    PoolConfig.of_alias(options, alias="frozen", health_checks=False)
+    assert options == before
+    settings_dict = connections["default"].settings_dict
+    before = copy.deepcopy(settings_dict["OPTIONS"])
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+    connections["default"].close()
+    assert settings_dict["OPTIONS"] == before
 
 
 def test_pool_option_must_be_true_or_a_dict():
