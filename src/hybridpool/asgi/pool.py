@@ -377,7 +377,8 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
         if self.forked:
             return
         self._check_pool_putconn(conn)
-        stats.used(self._stats, getattr(conn, stats.LENT_AT), monotonic())
+        if (lent_at := getattr(conn, stats.LENT_AT, None)) is not None:  # stamped by getconn
+            stats.used(self._stats, lent_at, monotonic())
         try:
             if not self.closed and not await self._clean_returned(conn):
                 _close_at_once(conn)  # psycopg_pool counts it in returns_bad and opens another
