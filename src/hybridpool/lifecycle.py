@@ -51,11 +51,6 @@ def mark_used(conn: psycopg.BaseConnection[Any]) -> None:
     setattr(conn, USED_AT, monotonic())
 
 
-def used_at(conn: psycopg.BaseConnection[Any]) -> float:
-    """Return when ``conn`` was last returned (monotonic seconds; 0 if never)."""
-    return getattr(conn, USED_AT, 0.0)
-
-
 def _socket_quiet(conn: psycopg.BaseConnection[Any]) -> bool:
     """True if nothing waits to be read on an idle connection's socket.
 

@@ -227,7 +227,7 @@ def bind(procedure: Callable[..., Steps[Any]], *, asynchronous: bool = False,
     """Return a function of one connection that runs ``procedure(conn, **settings)``: with
     :func:`run`, or with :func:`arun` (a coroutine function) if ``asynchronous``. How a pool
     binds its settings to the procedures it runs on checkout and return."""
-    bound = partial(procedure, **settings)  # C calls: half the cost of ``procedure(conn, **settings)``
+    bound = partial(procedure, **settings)
     if asynchronous:
         async def run_async(conn: psycopg.AsyncConnection[Any]) -> Any:
             return await arun(bound(conn), conn)

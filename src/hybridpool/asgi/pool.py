@@ -106,18 +106,12 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         super().__init__(conninfo, open=open, connection_class=connection_class,
                          **pool_arguments(self.config, kwargs, asynchronous=False))
         if open:  # psycopg_pool's constructor opens the pool without calling open()
-            self._watch_borrowers()
+            self._maintenance.start()
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Open the pool (psycopg_pool's ``open``) and start watching for stray borrowers."""
         super().open(wait, timeout)
-        self._watch_borrowers()
-
-    def _watch_borrowers(self) -> None:
-        """Start the loop that reclaims the connections of ended borrowers, once, when the pool
-        opens (:meth:`open`, or the constructor: psycopg_pool's opens it without calling
-        ``open()``); with ``_thread``, see :meth:`_Maintenance.spawn`."""
-        self._maintenance.start()
+        self._maintenance.start()  # once: a second open() does nothing (_Maintenance.spawn: _thread)
 
     if TYPE_CHECKING:  # Pool's, lending what getconn() returns: a CT here
         def connection(self, timeout: float | None = None) -> _GeneratorContextManager[CT]: ...
