@@ -199,3 +199,21 @@ def _forget_after_fork() -> None:
 
 
 atexit.register(close_all)
+
+
+def pools() -> list[tuple[str, str, Pool | LoopPool[Any]]]:
+    """This process's pools, as ``(alias, driver, pool)``: ``driver`` is ``"gevent"`` or
+    ``"thread"`` for the pools of greenlets and threads (:func:`get_or_create`), ``"async"`` for
+    the event loops' pools (:func:`aget_or_create`, one per loop and alias). Read-only, from any
+    thread: a snapshot that pools opened or closed meanwhile may miss."""
+    with _lock:
+        found: list[tuple[str, str, Pool | LoopPool[Any]]] = [
+            (alias, driver, pool) for (alias, driver), pool in _pools.items()]
+    for _ in range(3):  # the loops' dicts change in their own threads: retry a copy that raced
+        try:
+            loop_pools = [list(by_alias.items()) for by_alias in list(_loop_pools.values())]
+        except RuntimeError:  # changed size during iteration
+            continue
+        found += [(alias, "async", pool) for items in loop_pools for alias, pool in items]
+        break
+    return found

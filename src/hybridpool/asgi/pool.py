@@ -134,7 +134,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         """
         self.refuse_forked()
         wait = self.timeout if timeout is None else timeout
-        deadline = monotonic() + wait
+        deadline = (started := monotonic()) + wait
         while True:
             conn = self._take(deadline - monotonic(), wait)
             # Critical section: taken, not lent; the check may wait on the server.
@@ -149,6 +149,8 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
                 self._discard(conn)
                 raise
             self.leases.lend(conn)
+            if (now := monotonic()) - started >= stats.report_from:  # a long wait, or metrics on
+                stats.lent(self, started, now)
             return conn
 
     def _take(self, timeout: float, wait: float) -> CT:
@@ -173,6 +175,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
                 raise
         except (PoolTimeout, TooManyRequests) as ex:
             error = _worded(self, ex, wait)  # counting this caller among the waiting, as psycopg_pool does
+            stats.refused_checkout(self, monotonic(), wait if isinstance(ex, PoolTimeout) else None)
             if isinstance(ex, PoolTimeout):
                 with self._lock:
                     _forget_given_up(self._waiting)
@@ -198,7 +201,7 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
             return
         self._check_pool_putconn(conn)  # before touching it: it may be another borrower's now
         if (lease := self.leases.end(conn)) is not None:
-            stats.used(self._stats, lease.lent_at, monotonic())
+            stats.used(self._stats, lease.lent_at, monotonic(), self)
         try:
             if not self.closed and not self._clean_returned(conn):
                 conn.pgconn.finish()  # psycopg_pool counts it in returns_bad and opens another
@@ -219,6 +222,13 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
             super()._reset_connection(conn)
 
     check_connection = base.Pool.__dict__["check_connection"]  # used by psycopg_pool's check() too
+
+    def _connect(self, timeout: float | None = None) -> CT:
+        """psycopg_pool's, timed for the observers (psycopg_pool 3.2-3.3's private method)."""
+        started = monotonic()
+        conn = super()._connect(timeout)
+        stats.created(self, started, monotonic())
+        return conn
 
 
 def _forget_given_up(waiting: Any) -> None:
@@ -314,12 +324,13 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
         """
         self.refuse_forked()
         wait = self.timeout if timeout is None else timeout
-        deadline = monotonic() + wait
+        deadline = (started := monotonic()) + wait
         while True:
             try:
                 conn = await super().getconn(deadline - monotonic())
             except (PoolTimeout, TooManyRequests) as ex:
                 error = _worded(self, ex, wait)
+                stats.refused_checkout(self, monotonic(), wait if isinstance(ex, PoolTimeout) else None)
                 if isinstance(ex, PoolTimeout):
                     async with self._lock:
                         _forget_given_up(self._waiting)
@@ -336,8 +347,17 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             except BaseException:  # cancelled mid-check
                 await self._discard(conn)
                 raise
-            setattr(conn, stats.LENT_AT, monotonic())
+            setattr(conn, stats.LENT_AT, now := monotonic())
+            if now - started >= stats.report_from:  # a long wait, or metrics on
+                stats.lent(self, started, now)
             return conn
+
+    async def _connect(self, timeout: float | None = None) -> ACT:
+        """psycopg_pool's, timed for the observers (psycopg_pool 3.2-3.3's private method)."""
+        started = monotonic()
+        conn = await super()._connect(timeout)
+        stats.created(self, started, monotonic())
+        return conn
 
     async def _discard(self, conn: ACT) -> None:
         """Close a connection taken and not lent; psycopg_pool frees its slot and opens another."""
@@ -372,7 +392,7 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
             return
         self._check_pool_putconn(conn)
         if (lent_at := getattr(conn, stats.LENT_AT, None)) is not None:  # stamped by getconn
-            stats.used(self._stats, lent_at, monotonic())
+            stats.used(self._stats, lent_at, monotonic(), self)
         try:
             if not self.closed and not await self._clean_returned(conn):
                 _close_at_once(conn)  # psycopg_pool counts it in returns_bad and opens another

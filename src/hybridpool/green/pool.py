@@ -164,7 +164,7 @@ class GreenPool(base.Pool, Generic[CT]):
         if self._closed or self.forked:
             raise base.closed_error(self.name, self.pid, opened=self._was_opened)
         wait = self.timeout if timeout is None else timeout
-        deadline = monotonic() + wait
+        deadline = (started := monotonic()) + wait
         while True:
             conn = self._cap.take(self._settled) or self._wait_for_connection(deadline, wait)
             # Critical section: the connection is neither idle nor lent until it is lent below or
@@ -182,12 +182,15 @@ class GreenPool(base.Pool, Generic[CT]):
             # Lent: psycopg's close() returns it here (calling only putconn(), duck-typed).
             conn._pool = self  # type: ignore[assignment]  # psycopg types _pool as psycopg_pool's BasePool
             self.leases.lend(conn)
+            if (now := monotonic()) - started >= stats.report_from:  # a long wait, or metrics on
+                stats.lent(self, started, now)
             return conn
 
     def _wait_for_connection(self, deadline: float, wait: float) -> CT:
         waiter = gevent.event.AsyncResult()
         if not self._cap.enqueue(waiter):
             stats.refused(self._stats)
+            stats.refused_checkout(self, monotonic(), None)
             raise base.too_many_requests_error(self.name, self.get_stats(), self._cap.max_waiting)
         stats.queued(self._stats)
         self._grow()
@@ -204,6 +207,7 @@ class GreenPool(base.Pool, Generic[CT]):
             if not self._cap.cancel(waiter):
                 return cast(CT, waiter.get_nowait())  # served just as the timer fired
             stats.refused(self._stats)
+            stats.refused_checkout(self, monotonic(), wait)
             raise base.timeout_error(self.name, now, wait) from None
         except BaseException:  # killed, or the pool closed: leave the queue, return what was served
             self._give_back(waiter)
@@ -237,7 +241,7 @@ class GreenPool(base.Pool, Generic[CT]):
         conn._pool = None
         now = monotonic()
         if (lease := self.leases.end(conn)) is not None:
-            stats.used(self._stats, lease.lent_at, now)
+            stats.used(self._stats, lease.lent_at, now, self)
         if self._closed or now >= conn._expire_at:  # resize() and drain() expire lent connections too
             if not self._closed:
                 logger.info("closing expired connection of pool %r", self.name)
@@ -287,6 +291,7 @@ class GreenPool(base.Pool, Generic[CT]):
             stats.connect_failed(self._stats)
             conn.close()
             raise
+        stats.created(self, started, monotonic())
         return conn
 
     def _add_connection(self, growing: bool = False, backoff: Backoff | None = None) -> None:
