@@ -60,7 +60,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         try:
             config = PoolConfig.from_django(entry["OPTIONS"], alias=alias, health_checks=entry["CONN_HEALTH_CHECKS"])
         except ImproperlyConfigured as ex:
-            messages.append(checks.Error(str(ex), hint="See the settings table in hybridpool's README.",
+            messages.append(checks.Error(str(ex), hint="See hybridpool's settings reference (docs/settings.md).",
                                          id="hybridpool.E002"))
             continue
         drivers.add(config.driver)
@@ -87,7 +87,8 @@ def _transaction_pooling_warnings(alias: str, entry: dict[str, Any]) -> list[che
     """W005: the settings of ``alias`` that break behind PgBouncer's transaction pooling, where
     each transaction may run on another server connection: what one statement leaves in the session
     (a cursor, a prepared statement, a role) is not there for the next. Only what the settings say
-    is checked; a ``SET`` in a ``configure`` callback or in the code is not seen (see the README)."""
+    is checked; a ``SET`` in a ``configure`` callback or in the code is not seen (see
+    docs/deploy/pgbouncer.md)."""
     where = f"DATABASES[{alias!r}]"
     options = entry["OPTIONS"]
     found: list[tuple[str, str]] = []

@@ -66,9 +66,11 @@ class PoolConfig:
         raising if it is broken (psycopg_pool's ``check``, e.g. ``ConnectionPool.check_connection``).
     :param reset: what runs on a returned connection after any open transaction is rolled back:
         ``"safe"`` (``DISCARD ALL``: role, GUCs, advisory locks, temp tables, ``LISTEN``, cursors
-        and prepared statements of one borrower never reach the next), ``"rollback"`` (nothing
-        more: faster, for code that never changes session state) or a callable taking the
-        :class:`psycopg.Connection`, which must leave it idle (psycopg_pool's ``reset``).
+        and prepared statements of one borrower never reach the next; where psycopg has prepared
+        statements of its own, ``DISCARD ALL``'s parts but those, which stay prepared),
+        ``"rollback"`` (nothing more: faster, for code that never changes session state) or a
+        callable taking the :class:`psycopg.Connection`, which must leave it idle (psycopg_pool's
+        ``reset``).
     :param leak_timeout: log a WARNING with the borrower's stack when a connection is held longer
         than this (s, >= 0; 0 = off). Connections whose borrower ended without giving them back
         are reclaimed whatever this is.

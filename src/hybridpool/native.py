@@ -49,7 +49,7 @@ _M = TypeVar("_M", bound=Model, covariant=True)
 
 #: Reads of this process by the path they took: ``native`` (on the event loop), ``thread`` (Django's
 #: thread path, where native could change what the code sees), ``retried`` (begun natively, then
-#: run on the thread path: :func:`native_or_thread`).
+#: run on the thread path: ``native_or_thread()``).
 stats: collections.Counter[str] = collections.Counter()
 
 #: ``HYBRIDPOOL_NATIVE=force``: run natively also on loops no ASGI application serves and under
@@ -283,7 +283,7 @@ class NativeQuerySet(QuerySet[_M]):
     loop, with the I/O on an async connection of hybridpool's pool for that loop: same results,
     types and exceptions as Django's ``sync_to_async`` path, without the thread hop. Where running
     natively could change what the code sees they take the thread path, per call
-    (:func:`why_not_native`). Opt in per model: ``objects = NativeQuerySet.as_manager()``.
+    (:func:`~hybridpool.native.why_not_native`). Opt in per model: ``objects = NativeQuerySet.as_manager()``.
     """
 
     async def aget(self, *args: Any, **kwargs: Any) -> Any:

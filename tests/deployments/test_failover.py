@@ -34,7 +34,7 @@ the standby may miss the last commits, which are counted, not asserted), with a 
 opens, never again, so a pooled connection follows its server through a promotion unless the
 pool's ``check`` asks ``pg_is_in_recovery()``.
 
-The measured times are printed and quoted in the README's "Failover across hosts".
+The measured times are printed and quoted in docs/deploy/failover.md.
 """
 
 from __future__ import annotations

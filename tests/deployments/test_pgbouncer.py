@@ -11,7 +11,7 @@ port of its own (:mod:`tests.deployments.pgbouncer`), in transaction mode and in
   own, :class:`tests.faults.server.FaultServer`), and from its server connections being terminated.
 
 PgBouncer's ``[databases]`` entries give the time zone: ``app`` a zone other than Django's (as a
-server's default may be: Django must set its own), ``app_tz`` Django's (the README's advice).
+server's default may be: Django must set its own), ``app_tz`` Django's (the advice of docs/deploy/pgbouncer.md).
 """
 
 from __future__ import annotations

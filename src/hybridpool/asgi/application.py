@@ -158,7 +158,7 @@ def get_asgi_application(threads: int = DEFAULT_THREADS) -> Application:
     threads and the lifespan protocol: use it in ``asgi.py``.
 
     :param threads: request threads kept for reuse per process (>= 0; default
-        :data:`DEFAULT_THREADS`): that many requests in flight reuse a thread each, the others get
+        100, ``DEFAULT_THREADS``): that many requests in flight reuse a thread each, the others get
         a thread of their own, as under Django; nothing waits for a thread.
     :raises ValueError: ``threads`` is not an int >= 0.
     """

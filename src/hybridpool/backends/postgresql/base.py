@@ -53,7 +53,7 @@ class DatabaseWrapperMixin(_WrapperBase):
     def pool_config(self) -> PoolConfig:
         """The validated pool settings of this alias: ``OPTIONS["pool"]`` and the peers' settings,
         kept by the wrapper until :meth:`close_pool`, and read once per alias, not once per wrapper
-        (a wrapper per request under ASGI), while they stay the same (:meth:`PoolConfig.of_alias`).
+        (a wrapper per request under ASGI), while they stay the same (``PoolConfig.of_alias()``).
 
         :raises ImproperlyConfigured: for a wrong pool setting.
         """
@@ -184,7 +184,7 @@ class DatabaseWrapperMixin(_WrapperBase):
         """Close this process's pools of this alias; the next connection builds new ones.
 
         Django calls it when ``TIME_ZONE`` or ``USE_TZ`` change (new connections must carry the
-        new time zone) and hybridpool's :class:`DatabaseCreation` around test-database steps.
+        new time zone) and hybridpool's ``DatabaseCreation`` around test-database steps.
 
         Called while a Celery worker runs a task in the calling thread or greenlet, it keeps the
         pools: Celery's Django fix-up calls it before and after every task of a prefork worker,
@@ -240,7 +240,7 @@ class DatabaseWrapperMixin(_WrapperBase):
         Django sets up a connection of its own pool once, when the pool opens it; a hybridpool
         connection was reset when it was last returned, so the role (``assume_role``) is set again
         here, and the time zone if it differs from the session default (it does not, see
-        :meth:`pool_connection_params`).
+        ``pool_connection_params()``).
         """
         super().init_connection_state()
         if self.pooled and self.connection is not None:
