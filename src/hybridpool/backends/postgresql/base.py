@@ -196,7 +196,8 @@ class DatabaseWrapperMixin(_WrapperBase):
         if _in_celery_task():
             return
         registry.close_all(self.alias)
-        self.__dict__.pop("pool_config", None)  # the next pool reads the settings as they are then
+        for name in ("pool_config", "configures_each_checkout"):  # the next pool reads the settings then
+            self.__dict__.pop(name, None)
         self.__dict__.pop("_lender", None)
 
     @async_unsafe
@@ -235,18 +236,35 @@ class DatabaseWrapperMixin(_WrapperBase):
             self._hold(self.connection, cast(Pool, self.pool))  # pooled: a Pool
 
     def init_connection_state(self) -> None:
-        """Django's session set-up, on every checkout of a pooled connection.
+        """Django's session set-up, on the checkouts of a pooled connection that need it
+        (:attr:`configures_each_checkout`).
 
         Django sets up a connection of its own pool once, when the pool opens it; a hybridpool
         connection was reset when it was last returned, so the role (``assume_role``) is set again
-        here, and the time zone if it differs from the session default (it does not, see
-        ``pool_connection_params()``).
+        here, and the time zone if it differs from the session's (see ``pool_connection_params()``).
         """
         super().init_connection_state()
-        if self.pooled and self.connection is not None:
+        if self.configures_each_checkout and self.connection is not None:
             if (self._configure_connection(self.connection)  # type: ignore[attr-defined]  # not in django-stubs
                     and not self.get_autocommit()):
                 self.connection.commit()
+
+    @cached_property
+    def configures_each_checkout(self) -> bool:
+        """Whether Django's session set-up (time zone, ``assume_role``) runs at each checkout.
+
+        Not for a pooled alias with the safe reset, no ``assume_role`` and no PgBouncer: the reset
+        takes the session back to its defaults, whose time zone is Django's (a startup parameter,
+        ``pool_connection_params()``), before the borrower's first statement (a carried reset
+        too: it runs in front of that statement), so Django would find nothing to set. Otherwise
+        yes: a role is set again after each reset; another reset keeps what the previous borrower
+        set, and behind PgBouncer the time zone is no startup parameter.
+        """
+        if not self.pooled:
+            return False
+        config = self.pool_config
+        return (config.reset != "safe" or config.pgbouncer is not None
+                or bool(self.settings_dict["OPTIONS"].get("assume_role")))
 
     def close_if_unusable_or_obsolete(self) -> None:
         """Give the connection back to the pool (Django calls this at each request's start and end).
