@@ -45,7 +45,7 @@ autodoc_preserve_defaults = True
 # docstrings and the signatures) are left unresolved, and only those: any other unresolved
 # reference fails the build (-n -W).
 nitpick_ignore_regex = [
-    ("py:.*", r"(psycopg|psycopg_pool|django|asgiref|gevent|celery)(\..*)?"),
+    ("py:.*", r"(psycopg|psycopg_pool|django|asgiref|gevent|celery|prometheus_client|opentelemetry)(\..*)?"),
     ("py:.*", r"(typing|collections|contextlib|concurrent\.futures|types|weakref|abc)\..*"),
     ("py:.*", r"(Any|Callable|Iterator|AsyncIterator|Awaitable|MutableMapping|TypeVar)"),
     # Type variables, and the modules of hybridpool's internals, which the reference leaves out

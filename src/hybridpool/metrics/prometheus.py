@@ -152,7 +152,7 @@ class PrometheusExporter:
     def keep_refreshing(self) -> None:
         """Multiprocess mode: refresh this process's gauges every :data:`REFRESH_INTERVAL` seconds
         in a daemon thread (a greenlet once gevent patched ``threading``), from now on. Started
-        by :func:`install`, and in a forked child (gunicorn's ``preload_app``) by its first
+        by :func:`hybridpool.metrics.install`, and in a forked child (gunicorn's ``preload_app``) by its first
         checkout, once the worker has set itself up (gevent's patching included), not at fork."""
         if self.multiprocess and self._refreshing != process.pid:
             self._refreshing = process.pid
@@ -215,8 +215,8 @@ def install() -> PrometheusExporter:
 
 
 def uninstall() -> None:
-    """Undo :func:`install`: the pools' metrics leave the default registry and their events are
-    no longer observed (for tests, or to turn metrics off); :func:`install` makes new ones."""
+    """Undo :func:`hybridpool.metrics.install`: the pools' metrics leave the default registry and their events are
+    no longer observed (for tests, or to turn metrics off); :func:`hybridpool.metrics.install` makes new ones."""
     global _exporter
     with _install_lock:
         if _exporter is not None:
@@ -235,7 +235,7 @@ def exposition(accept: str | None = None) -> tuple[bytes, str]:
     """The text a ``/metrics`` endpoint answers, and its content type: Prometheus' text format,
     or OpenMetrics if ``accept`` (the request's ``Accept`` header) asks for it. In multiprocess
     mode, every process's metrics (this process's gauges refreshed first); else the default
-    registry's, the pools' included. Installs the exporter if needed (:func:`install`)."""
+    registry's, the pools' included. Installs the exporter if needed (:func:`hybridpool.metrics.install`)."""
     exporter = install()
     registry: CollectorRegistry = exporter.registry
     if exporter.multiprocess:
