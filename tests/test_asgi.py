@@ -167,3 +167,65 @@ def test_without_asgiref_3_13_requests_run_as_under_django_and_a_check_says_so(m
 def test_threads_must_be_a_count():
     with pytest.raises(ValueError, match="threads = -1: must be an int >= 0"):
         get_asgi_application(threads=-1)
+
+
+def _count_django_receivers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the runs of Django's request_started receivers in the request thread (they still run)."""
+    from hybridpool.asgi import signals
+
+    runs: list[int] = []
+    real = signals._django_receivers
+
+    def counted() -> None:
+        runs.append(1)
+        real()
+
+    monkeypatch.setattr(signals, "_django_receivers", counted)
+    return runs
+
+
+def test_request_started_hops_to_the_request_thread_only_when_django_s_receivers_have_work(monkeypatch):
+    from django.core.signals import request_started
+    from django.db import close_old_connections, reset_queries
+
+    real_settings = connections.settings
+    # A project whose aliases hybridpool pools, all of them (the test settings have a stock alias).
+    monkeypatch.setitem(connections.__dict__, "settings", {"default": real_settings["default"]})
+    app = get_asgi_application(threads=1)
+    receivers = [ref() for _, ref, _ in request_started.receivers]
+    assert reset_queries not in receivers and close_old_connections not in receivers
+    runs = _count_django_receivers(monkeypatch)
+    pool = hybridpool.get_pool("default")
+
+    async def requests(*ids: str) -> None:
+        for request_id in ids:
+            assert await get(app, "/orm/", f"id={request_id}") == 200
+
+    asyncio.run(requests("a", "b", "c"))
+    assert runs == []  # nothing to do: no hop
+    with override_settings(DEBUG=True):  # connection.queries to empty
+        asyncio.run(requests("debug"))
+    assert len(runs) == 1
+    # A connection the request thread still holds (a request that did not give it back): the next
+    # request's start gives it back, in that thread, as Django's receiver would.
+    worker = app.threads.take()
+    worker.executor.submit(lambda: connections["default"].ensure_connection()).result()  # that thread's wrapper
+    app.threads.give_back(worker, reusable=True)
+    assert pool.leases.held_by(worker.thread)
+    asyncio.run(requests("after-held"))
+    assert len(runs) == 2 and not pool.leases.held_by(worker.thread)
+    # An alias hybridpool does not pool: Django's receivers check its connection at each request.
+    monkeypatch.setitem(connections.__dict__, "settings", real_settings)
+    asyncio.run(requests("stock"))
+    assert len(runs) == 3
+
+
+def test_after_the_swap_a_sync_send_of_request_started_still_runs_django_s_receivers(monkeypatch):
+    from django.core.signals import request_started
+    from django.db import connection
+
+    get_asgi_application()  # installs the async receiver in place of Django's
+    runs = _count_django_receivers(monkeypatch)
+    connection.ensure_connection()
+    request_started.send(sender=None)  # WSGI's and the test client's way: no loop, no request thread
+    assert runs == [1] and connection.connection is None  # given back in this thread

@@ -168,6 +168,11 @@ class Leases:
             if shared:
                 lease.borrower = holder
 
+    def held_by(self, borrower: Any) -> bool:
+        """True if ``borrower`` (a thread or greenlet) holds a connection of this table: a copy of
+        the table is read, no lock."""
+        return any(lease.borrower() is borrower for lease in list(self._leases.values()))
+
     def lent(self) -> list[Any]:
         """The connections lent now (a copy)."""
         return [lease.conn for lease in list(self._leases.values())]

@@ -201,6 +201,11 @@ def _forget_after_fork() -> None:
 atexit.register(close_all)
 
 
+def sync_pools() -> list[Pool]:
+    """This process's pools of threads and greenlets (a snapshot: one atomic copy, no lock)."""
+    return list(_pools.values())
+
+
 def pools() -> list[tuple[str, str, Pool | LoopPool[Any]]]:
     """This process's pools, as ``(alias, driver, pool)``: ``driver`` is ``"gevent"`` or
     ``"thread"`` for the pools of greenlets and threads (:func:`get_or_create`), ``"async"`` for

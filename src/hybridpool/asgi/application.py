@@ -27,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
+
+from . import signals
 
 logger = logging.getLogger("hybridpool")
 
@@ -50,45 +53,60 @@ DEFAULT_THREADS = 100
 REQUEST_SCOPES = frozenset({"http", "websocket"})
 
 
+class RequestThread:
+    """A single-thread executor, lent to one request at once, and its thread once started (the
+    executor starts it at its first task)."""
+
+    __slots__ = ("executor", "thread")
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridpool-request",
+                                           initializer=self._started)
+
+    def _started(self) -> None:
+        self.thread = threading.current_thread()
+
+
 class RequestThreads:
-    """Single-thread executors kept for reuse, at most ``size``, each lent to one request at once.
+    """Request threads kept for reuse, at most ``size``, each lent to one request at once.
 
     Used from the event loop's thread only (no lock). A request that finds them all lent gets
     none, and runs as under Django, in a thread made for it: nothing waits for a thread.
 
-    :param size: executors kept at most (>= 0; 0: none, every request as under Django).
+    :param size: threads kept at most (>= 0; 0: none, every request as under Django).
     """
 
     def __init__(self, size: int) -> None:
         if type(size) is not int or size < 0:
             raise ValueError(f"threads = {size!r}: must be an int >= 0")
         self.size = size
-        self._idle: list[ThreadPoolExecutor] = []
+        self._idle: list[RequestThread] = []
         self._made = 0
 
-    def take(self) -> ThreadPoolExecutor | None:
-        """The most recently used idle executor, a new one while fewer than ``size`` exist, or None."""
+    def take(self) -> RequestThread | None:
+        """The most recently used idle thread, a new one while fewer than ``size`` exist, or None."""
         if self._idle:
             return self._idle.pop()
         if self._made < self.size:
             self._made += 1
-            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="hybridpool-request")
+            return RequestThread()
         return None
 
-    def give_back(self, executor: ThreadPoolExecutor, reusable: bool) -> None:
-        """Take back ``executor`` after its request; one whose request did not end normally may
+    def give_back(self, worker: RequestThread, reusable: bool) -> None:
+        """Take back ``worker`` after its request; one whose request did not end normally may
         still be running its sync code: it is shut down (its thread ends when that returns)."""
         if reusable:
-            self._idle.append(executor)
+            self._idle.append(worker)
         else:
             self._made -= 1
-            executor.shutdown(wait=False)
+            worker.executor.shutdown(wait=False)
 
     def shutdown(self) -> None:
         """End the idle threads (those lent end when their request gives them back)."""
         while self._idle:
             self._made -= 1
-            self._idle.pop().shutdown(wait=False)
+            self._idle.pop().executor.shutdown(wait=False)
 
 
 class Application:
@@ -102,6 +120,8 @@ class Application:
     def __init__(self, app: ASGIApp, threads: int = DEFAULT_THREADS) -> None:
         self.app = app
         self.threads = RequestThreads(threads)
+        if REUSABLE_THREADS and threads:
+            signals.install()
         if not REUSABLE_THREADS:
             self.threads.size = 0
             logger.warning("asgiref %s cannot lend a request thread (ThreadSensitiveContext(executor=...) is"
@@ -112,16 +132,18 @@ class Application:
                        send: Callable[[Message], Awaitable[None]]) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
-        executor = self.threads.take() if scope["type"] in REQUEST_SCOPES else None
-        if executor is None:
+        worker = self.threads.take() if scope["type"] in REQUEST_SCOPES else None
+        if worker is None:
             return await self.app(scope, receive, send)
         ended = False
+        token = signals.request_thread.set(worker)
         try:
-            async with ThreadSensitiveContext(executor=executor):
+            async with ThreadSensitiveContext(executor=worker.executor):
                 await self.app(scope, receive, send)
             ended = True
         finally:
-            self.threads.give_back(executor, reusable=ended)
+            signals.request_thread.reset(token)
+            self.threads.give_back(worker, reusable=ended)
 
     async def _lifespan(self, receive: Callable[[], Awaitable[Message]],
                         send: Callable[[Message], Awaitable[None]]) -> None:
