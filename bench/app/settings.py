@@ -4,7 +4,8 @@
 :data:`bench.engines.ENGINES`; for those of :data:`bench.engines.NATIVE` the async views read
 through ``NativeQuerySet``), ``HYBRIDPOOL_MAX_SIZE`` (the pools' cap, default 20) and
 ``HYBRIDPOOL_APPLICATION_NAME`` (what ``pg_stat_activity`` shows for this server's connections).
-No middleware, no sessions, DEBUG off: a request costs the handler, the view and the database.
+No middleware but the benchmark's counter (:mod:`bench.app.inflight`), no sessions, DEBUG off: a request
+costs the handler, the view and the database.
 """
 
 import os
@@ -16,7 +17,7 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1"]
 USE_TZ = True
 INSTALLED_APPS = ["bench.app.apps.BenchConfig"]
-MIDDLEWARE: list[str] = []
+MIDDLEWARE = ["bench.app.inflight.counting"]  # counts requests in flight, without a thread hop
 ROOT_URLCONF = "bench.app.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
