@@ -155,6 +155,9 @@ class Owned:
         @property
         def max_size(self) -> int: ...
 
+        @property
+        def closed(self) -> bool: ...
+
     @property
     def forked(self) -> bool:
         """True in a child of the process that created the pool: read from

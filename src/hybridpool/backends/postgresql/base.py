@@ -69,8 +69,7 @@ class DatabaseWrapperMixin(_WrapperBase):
         computed once per pool, not once per request.
         """
         if self.pooled:
-            self._lender = pool = self.get_pool()  # for get_new_connection, next
-            return dict(cast("dict[str, Any]", pool.kwargs))  # a dict: pool_connection_params()
+            return dict(cast("dict[str, Any]", self.get_pool().kwargs))  # a dict: pool_connection_params()
         return self.django_connection_params()
 
     def django_connection_params(self) -> dict[str, Any]:
@@ -140,10 +139,18 @@ class DatabaseWrapperMixin(_WrapperBase):
         self.pool_config  # noqa: B018 - validate
 
     def get_pool(self) -> Pool:
-        """Return this process's pool for this alias and the calling code's driver."""
-        config = self.pool_config
-        driver = runtime.driver_for(config)
-        return registry.get_or_create(self.alias, driver, lambda: self.make_pool(driver))
+        """Return this process's pool for this alias and the calling code's driver.
+
+        Kept by the wrapper while it stays open in this process: Django asks for it several
+        times per request (:attr:`pool`), and a wrapper serves one thread or greenlet, whose
+        driver does not change.
+        """
+        pool: Pool | None = self.__dict__.get("_kept_pool")
+        if pool is not None and not pool.closed and not pool.forked:
+            return pool
+        driver = runtime.driver_for(self.pool_config)
+        self._kept_pool = pool = registry.get_or_create(self.alias, driver, lambda: self.make_pool(driver))
+        return pool
 
     def make_pool(self, driver: str) -> Pool:
         """Build a (closed) pool for this alias from its settings; the registry opens it.
@@ -196,9 +203,8 @@ class DatabaseWrapperMixin(_WrapperBase):
         if _in_celery_task():
             return
         registry.close_all(self.alias)
-        for name in ("pool_config", "configures_each_checkout"):  # the next pool reads the settings then
+        for name in ("pool_config", "configures_each_checkout", "_kept_pool"):  # the next pool reads the settings then
             self.__dict__.pop(name, None)
-        self.__dict__.pop("_lender", None)
 
     @async_unsafe
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -212,8 +218,8 @@ class DatabaseWrapperMixin(_WrapperBase):
         level = self.isolation_level_option
         # As Django's backend: READ COMMITTED unless OPTIONS say otherwise, set before autocommit.
         self.isolation_level = IsolationLevel.READ_COMMITTED if level is None else level
-        pool = self.__dict__.pop("_lender", None) or self.get_pool()
-        connection = pool.getconn()
+        pool = self.get_pool()
+        connection: Any = pool.getconn()  # Django's IsolationLevel (psycopg_any) is psycopg's, typed apart
         self._hold(connection, pool)
         if level is not None:
             connection.isolation_level = level
