@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 import pytest
@@ -169,6 +170,13 @@ def test_threads_must_be_a_count():
         get_asgi_application(threads=-1)
 
 
+def _receiver(entry: tuple) -> Any:
+    """The receiver of one of a signal's ``receivers`` entries (a weak reference or the receiver:
+    its second item in Django 5.2 and 6.1, whose entries have three and four items)."""
+    ref = entry[1]
+    return ref() if isinstance(ref, weakref.ReferenceType) else ref
+
+
 def _count_django_receivers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the runs of Django's request_started receivers in the request thread (they still run)."""
     from hybridpool.asgi import signals
@@ -192,7 +200,7 @@ def test_request_started_hops_to_the_request_thread_only_when_django_s_receivers
     # A project whose aliases hybridpool pools, all of them (the test settings have a stock alias).
     monkeypatch.setitem(connections.__dict__, "settings", {"default": real_settings["default"]})
     app = get_asgi_application(threads=1)
-    receivers = [ref() for _, ref, _ in request_started.receivers]
+    receivers = [_receiver(entry) for entry in request_started.receivers]
     assert reset_queries not in receivers and close_old_connections not in receivers
     runs = _count_django_receivers(monkeypatch)
     pool = hybridpool.get_pool("default")
