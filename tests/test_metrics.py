@@ -546,3 +546,31 @@ async def _load(base_url: str, metrics_path: str, app: str, conninfo: str, aioht
         server_after = await server(conn)
     return {"statuses": statuses, "during": during, "used_during": used_during, "pids": pids, "final": final,
             "server_after": server_after}
+
+
+def test_an_observer_that_fails_costs_no_checkout_return_or_slot(make_pool, caplog):
+    from hybridpool import stats
+
+    class Failing:
+        def lent(self, pool: Any, seconds: float) -> None:
+            raise RuntimeError("observer broke at checkout")
+
+        used = created = lent
+
+        def timed_out(self, pool: Any) -> None:
+            raise RuntimeError("observer broke at timeout")
+
+    pool = make_pool(min_size=1, max_size=1, timeout=0.3)
+    pool.wait(5)
+    previous = stats.observer
+    stats.set_observer(Failing())
+    try:
+        for _ in range(3):  # each checkout and return reports, and each report fails
+            conn = pool.getconn()
+            conn.execute("SELECT 1")
+            pool.putconn(conn)
+    finally:
+        stats.set_observer(previous)
+    assert "observer broke at checkout" in caplog.text
+    after = pool.get_stats()
+    assert after["pool_size"] == 1 and after["pool_available"] == 1 and len(pool.leases) == 0  # the slot is idle

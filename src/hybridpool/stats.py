@@ -22,7 +22,6 @@ no observer and no episode open a checkout costs one clock read and one comparis
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import MutableMapping
 from typing import Any, Protocol
 
@@ -89,7 +88,7 @@ def used(counts: Counts, lent_at: float, now: float, pool: Any = None) -> None:
     observer as ``pool``'s."""
     counts[USAGE_MS] += _ms(now - lent_at)
     if observer is not None and pool is not None:
-        observer.used(pool, now - lent_at)
+        _report(observer.used, pool, now - lent_at)
 
 
 def returned_bad(counts: Counts) -> None:
@@ -155,8 +154,19 @@ observer: Observer | None = None
 report_from: float = episodes.LONG_WAIT
 
 _EPISODE = "_hybridpool_episode"  # the pool's Episode, made at its first report
-_episodes_lock = threading.Lock()
+#: Held across no I/O and no switch: an unpatched lock, so that a report never yields to gevent's
+#: hub in the middle of a checkout or return (where a gevent.Timeout could then land).
+_episodes_lock = process.unpatched("threading", "Lock")()
 _open_episodes = 0
+
+
+def _report(event: Any, *args: Any) -> None:
+    """Hand an event to the observer; an observer that fails is logged, never the checkout's or
+    the return's failure: the drivers report while they hold the connection."""
+    try:
+        event(*args)
+    except Exception:
+        logger.exception("the pools' metrics observer failed")
 
 
 def set_observer(new: Observer | None) -> None:
@@ -197,7 +207,7 @@ def lent(pool: Any, started: float, now: float) -> None:
     if decision is not None:
         _log(pool, decision, episode)
     if observer is not None:
-        observer.lent(pool, now - started)
+        _report(observer.lent, pool, now - started)
 
 
 def refused_checkout(pool: Any, now: float, timeout: float | None) -> None:
@@ -211,13 +221,13 @@ def refused_checkout(pool: Any, now: float, timeout: float | None) -> None:
     if decision is not None:
         _log(pool, decision, episode)
     if observer is not None and timeout is not None:
-        observer.timed_out(pool)
+        _report(observer.timed_out, pool)
 
 
 def created(pool: Any, since: float, now: float) -> None:
     """A connection of ``pool`` whose opening began at ``since`` is ready (configured) at ``now``."""
     if observer is not None:
-        observer.created(pool, now - since)
+        _report(observer.created, pool, now - since)
 
 
 def _episode(pool: Any) -> episodes.Episode:
@@ -254,6 +264,6 @@ def _log(pool: Any, decision: episodes.Began | episodes.Ended, episode: episodes
 def _forget_episodes_after_fork() -> None:
     """A forked child has none of its parent's pools, so none of their open episodes."""
     global _episodes_lock, _open_episodes
-    _episodes_lock = threading.Lock()
+    _episodes_lock = process.unpatched("threading", "Lock")()
     _open_episodes = 0
     _update_report_from()
