@@ -3,6 +3,7 @@ threads that ran the request's sync parts."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -59,9 +60,18 @@ async def orm(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"threads": len(entry["threads"])})
 
 
+@transaction.non_atomic_requests(using="atomic")
+async def nap(request: HttpRequest) -> HttpResponse:
+    """No sync part but Django's own (``response.close()``): an async pause, then a response."""
+    started = time.monotonic()
+    await asyncio.sleep(float(request.GET.get("sleep", "0")))
+    SEEN[request.GET.get("id", "?")] = {"span": (started, time.monotonic())}
+    return HttpResponse("ok")
+
+
 def sync_view(request: HttpRequest) -> HttpResponse:
     _note(request, "view")
     return HttpResponse("ok")
 
 
-urlpatterns = [path("orm/", orm), path("sync/", sync_view)]
+urlpatterns = [path("orm/", orm), path("nap/", nap), path("sync/", sync_view)]

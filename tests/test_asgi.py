@@ -80,24 +80,89 @@ def test_django_s_own_application_makes_a_thread_per_request():
     assert len(set().union(*(threads_of(str(n)) for n in range(3)))) == 3  # what the reuse saves
 
 
-@pytest.mark.timing
-def test_requests_in_flight_at_once_never_share_a_thread_and_none_waits_for_one():
-    app = get_asgi_application(threads=2)  # fewer threads kept than requests in flight
+def _never_shared(ids: range) -> None:
+    """Each request ran on one thread, and no two in flight at once on the same one."""
+    spans = {n: asgiviews.SEEN[str(n)]["span"] for n in ids}
+    for a in ids:
+        assert len(threads_of(str(a))) == 1
+        for b in ids:
+            overlap = spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+            if a < b and overlap:  # in flight together: never one thread for both
+                assert not threads_of(str(a)) & threads_of(str(b))
+
+
+def test_requests_beyond_the_kept_threads_wait_for_one_first_come_first_served():
+    app = get_asgi_application(threads=2, thread_timeout=30)  # fewer threads kept than requests in flight
 
     async def requests() -> None:
-        statuses = await asyncio.gather(*(get(app, "/orm/", f"id={n}&sleep=0.3") for n in range(6)))
-        assert statuses == [200] * 6
+        tasks = []
+        for n in range(6):  # in this order: each is queued before the next starts
+            tasks.append(asyncio.ensure_future(get(app, f"/orm/", f"id={n}&sleep=0.2")))
+            await asyncio.sleep(0.02)
+        assert await asyncio.gather(*tasks) == [200] * 6
 
-    started = asyncio.run(_timed(requests))
-    spans = {n: asgiviews.SEEN[str(n)]["span"] for n in range(6)}
-    for a in range(6):
-        assert len(threads_of(str(a))) == 1
-        for b in range(a + 1, 6):
-            overlap = spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
-            if overlap:  # in flight together: never one thread for both
-                assert not threads_of(str(a)) & threads_of(str(b))
-    assert started < 1.5  # six 0.3 s requests at once, with two threads kept: none waited for one
-    assert app.threads._made <= 2 and len(app.threads._idle) == 2
+    waited = asyncio.run(_timed(requests))
+    _never_shared(range(6))
+    assert len(set().union(*(threads_of(str(n)) for n in range(6)))) == 2  # only the kept ones
+    assert app.threads._made == 2 and len(app.threads._idle) == 2 and app.threads.overflowed == 0
+    assert waited >= 0.6  # three rounds of two 0.2 s requests
+    # First come, first served: a request started no earlier than one queued before it.
+    starts = [asgiviews.SEEN[str(n)]["span"][0] for n in range(6)]
+    assert starts[2:] == sorted(starts[2:]), starts
+
+
+@pytest.mark.timing
+def test_a_request_that_waits_thread_timeout_in_vain_runs_in_a_thread_of_its_own():
+    app = get_asgi_application(threads=1, thread_timeout=0.05)
+
+    async def requests() -> None:
+        statuses = await asyncio.gather(*(get(app, "/orm/", f"id={n}&sleep=0.5") for n in range(4)))
+        assert statuses == [200] * 4
+
+    took = asyncio.run(_timed(requests))
+    _never_shared(range(4))
+    assert app.threads.overflowed == 3 and app.threads._made == 1
+    assert len(set().union(*(threads_of(str(n)) for n in range(4)))) == 4
+    assert took < 1.5  # four 0.5 s requests at once: none waited for another's thread
+
+
+@pytest.mark.timing
+def test_a_request_holds_a_thread_from_its_first_sync_part_only(monkeypatch):
+    # A project whose aliases hybridpool pools, all of them: request_started needs no thread.
+    monkeypatch.setitem(connections.__dict__, "settings", {"default": connections.settings["default"]})
+    with override_settings(MIDDLEWARE=[]):  # no sync middleware: Django's response.close() alone
+        app = get_asgi_application(threads=1, thread_timeout=30)
+
+    async def requests() -> None:
+        statuses = await asyncio.gather(*(get(app, "/nap/", f"id={n}&sleep=0.4") for n in range(4)))
+        assert statuses == [200] * 4
+
+    took = asyncio.run(_timed(requests))
+    spans = [asgiviews.SEEN[str(n)]["span"] for n in range(4)]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four in flight at once
+    assert took < 1.2  # four 0.4 s pauses at once, not one after another behind the one thread
+    assert app.threads._made == 1 and app.threads.overflowed == 0 and len(app.threads._idle) == 1
+
+
+def test_a_request_cancelled_while_it_waits_for_a_thread_costs_none():
+    app = get_asgi_application(threads=1, thread_timeout=30)
+
+    async def requests() -> None:
+        first = asyncio.ensure_future(get(app, "/orm/", "id=first&sleep=0.3"))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(get(app, "/orm/", "id=gone"))
+        await asyncio.sleep(0.05)
+        assert len(app.threads._waiting) == 1
+        waiting.cancel()  # the server gives up on it while it waits
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await first == 200
+        assert await get(app, "/orm/", "id=next") == 200  # the one thread was not lost
+
+    asyncio.run(requests())
+    assert "gone" not in asgiviews.SEEN
+    assert threads_of("first") == threads_of("next")
+    assert app.threads._made == 1 and len(app.threads._idle) == 1
 
 
 async def _timed(coroutine_function: Any) -> float:
@@ -118,13 +183,18 @@ def test_a_request_that_does_not_end_normally_does_not_lend_its_thread_again():
         communicator = ApplicationCommunicator(app, scope)
         await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
         await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(get(app, "/orm/", "id=waiting"))  # for the one thread
+        await asyncio.sleep(0.05)
         communicator.future.cancel()  # the server drops the request while its thread still runs
         with pytest.raises(asyncio.CancelledError):
             await communicator.future
+        assert await waiting == 200
         assert await get(app, "/orm/", "id=next") == 200
 
     asyncio.run(requests())
-    assert not threads_of("cut") & threads_of("next")  # a fresh thread, not one maybe still busy
+    # The waiting request got a fresh thread in its place, not one maybe still busy; so did the next.
+    assert not threads_of("cut") & (threads_of("waiting") | threads_of("next"))
+    assert app.threads.overflowed == 0 and app.threads._made == 1
 
 
 def test_the_lifespan_marks_the_server_s_loop_and_closes_the_pools():
@@ -165,9 +235,11 @@ def test_without_asgiref_3_13_requests_run_as_under_django_and_a_check_says_so(m
     assert warning.id == "hybridpool.W004"
 
 
-def test_threads_must_be_a_count():
-    with pytest.raises(ValueError, match="threads = -1: must be an int >= 0"):
+def test_threads_must_be_a_count_and_thread_timeout_seconds():
+    with pytest.raises(ValueError, match=r"get_asgi_application\(\) 'threads' = -1 \(int\): must be an int >= 0"):
         get_asgi_application(threads=-1)
+    with pytest.raises(ValueError, match=r"'thread_timeout' = '1' \(str\): must be a number of seconds >= 0"):
+        get_asgi_application(thread_timeout="1")
 
 
 def _receiver(entry: tuple) -> Any:
@@ -182,13 +254,13 @@ def _count_django_receivers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     from hybridpool.asgi import signals
 
     runs: list[int] = []
-    real = signals._django_receivers
+    real = signals.django_receivers
 
     def counted() -> None:
         runs.append(1)
         real()
 
-    monkeypatch.setattr(signals, "_django_receivers", counted)
+    monkeypatch.setattr(signals, "django_receivers", counted)
     return runs
 
 

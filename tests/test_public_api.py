@@ -159,10 +159,10 @@ def test_the_engines_exist() -> None:
     assert importlib.util.find_spec("hybridpool.backends.postgis.base") is not None
 
 
-def test_get_asgi_application_takes_threads() -> None:
+def test_get_asgi_application_takes_threads_and_thread_timeout() -> None:
     from hybridpool.asgi import get_asgi_application
 
-    assert list(inspect.signature(get_asgi_application).parameters) == ["threads"]
+    assert list(inspect.signature(get_asgi_application).parameters) == ["threads", "thread_timeout"]
 
 
 def test_pools_have_psycopg_pool_s_interface() -> None:

@@ -35,10 +35,11 @@ def check_int(where: str, key: str, value: Any, *, minimum: int, why: str = "") 
     return value
 
 
-def check_seconds(where: str, key: str, value: Any) -> float:
-    """Return ``value`` if it is a finite number of seconds > 0; else raise :func:`setting_error`."""
-    if type(value) not in (int, float) or not 0 < value < float("inf"):
-        raise setting_error(where, key, value, "a number of seconds > 0 (int or float)")
+def check_seconds(where: str, key: str, value: Any, *, zero: bool = False) -> float:
+    """Return ``value`` if it is a finite number of seconds > 0 (>= 0 with ``zero``); else raise
+    :func:`setting_error`."""
+    if type(value) not in (int, float) or not (0 <= value if zero else 0 < value) or value == float("inf"):
+        raise setting_error(where, key, value, f"a number of seconds {'>=' if zero else '>'} 0 (int or float)")
     return cast(float, value)
 
 

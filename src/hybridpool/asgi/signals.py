@@ -39,9 +39,10 @@ from asgiref.sync import sync_to_async
 
 from .. import registry
 
-#: The request thread (:class:`~hybridpool.asgi.application.RequestThread`: its ``thread`` is None
-#: until it starts) that runs the current request's sync parts, while hybridpool's ASGI
-#: application handles the request on one of its threads; None otherwise.
+#: The executor of the current request's sync parts
+#: (:class:`~hybridpool.asgi.application.RequestExecutor`: its ``worker`` is None until the
+#: request's first sync call lends it a thread), while hybridpool's ASGI application handles the
+#: request; None otherwise.
 request_thread: contextvars.ContextVar[Any] = contextvars.ContextVar("hybridpool_request_thread", default=None)
 
 #: The ENGINEs whose aliases hybridpool pools (unless ``OPTIONS["pool"]`` is False).
@@ -73,7 +74,7 @@ async def request_started(signal: Any = None, sender: Any = None, **kwargs: Any)
     """``request_started`` receiver: Django's ``reset_queries`` and ``close_old_connections``, run
     in the request thread when :func:`needs_thread` says they may have work."""
     if needs_thread():
-        await sync_to_async(_django_receivers)()
+        await sync_to_async(django_receivers)()
 
 
 def needs_thread() -> bool:
@@ -81,13 +82,16 @@ def needs_thread() -> bool:
     module docstring's list)."""
     from django.conf import settings
 
-    worker = request_thread.get()
-    if worker is None or settings.DEBUG or not _pooled_only():
+    executor = request_thread.get()
+    if executor is None or settings.DEBUG or not _pooled_only():
         return True
-    return worker.thread is not None and _holds_connection(worker.thread)
+    # A thread lent later runs them first if it holds a connection (RequestExecutor.start).
+    worker = executor.worker
+    return worker is not None and worker.thread is not None and holds_connection(worker.thread)
 
 
-def _django_receivers() -> None:
+def django_receivers() -> None:
+    """Django's two ``request_started`` receivers, in the calling (request) thread."""
     from django.db import close_old_connections, reset_queries
 
     reset_queries()
@@ -102,6 +106,6 @@ def _pooled_only() -> bool:
                for entry in connections.settings.values())
 
 
-def _holds_connection(thread: threading.Thread) -> bool:
+def holds_connection(thread: threading.Thread) -> bool:
     """True if ``thread`` has a connection lent by one of this process's thread or green pools."""
     return any(pool.leases.held_by(thread) for pool in registry.sync_pools())
