@@ -112,16 +112,18 @@ def test_requests_beyond_the_kept_threads_wait_for_one_first_come_first_served()
 
 
 @pytest.mark.timing
-def test_a_request_that_waits_thread_timeout_in_vain_runs_in_a_thread_of_its_own():
+def test_a_request_that_waits_thread_timeout_in_vain_runs_in_a_thread_of_its_own(caplog):
     app = get_asgi_application(threads=1, thread_timeout=0.05)
 
     async def requests() -> None:
         statuses = await asyncio.gather(*(get(app, "/orm/", f"id={n}&sleep=0.5") for n in range(4)))
         assert statuses == [200] * 4
 
-    took = asyncio.run(_timed(requests))
+    with caplog.at_level(logging.WARNING, logger="hybridpool"):
+        took = asyncio.run(_timed(requests))
     _never_shared(range(4))
     assert app.threads.overflowed == 3 and app.threads._made == 1
+    assert caplog.text.count("waited thread_timeout=0.05 s for one of the 1 request threads") == 1  # once
     assert len(set().union(*(threads_of(str(n)) for n in range(4)))) == 4
     assert took < 1.5  # four 0.5 s requests at once: none waited for another's thread
 

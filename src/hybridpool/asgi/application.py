@@ -4,8 +4,9 @@
 middleware, request signals' sync receivers, each ``a*`` ORM call through ``sync_to_async``) in
 one thread made for that request and ended after it (asgiref's ``ThreadSensitiveContext``,
 Django 4.0+). :class:`Application` enters, around Django's handler, a ``ThreadSensitiveContext``
-whose executor is a single-thread executor of :class:`RequestThreads`, a set kept for the
-process: Django's own, inner context then uses that thread (only the outer-most context sets it),
+whose executor (:class:`RequestExecutor`) runs every call on one thread of :class:`RequestThreads`,
+a set kept for the process: Django's own, inner context then uses that thread (only the outer-most
+context sets it),
 so a request's sync parts still all run on one thread that serves no other request at once, as
 under Django, and the thread serves the next request after it. Thread-local state therefore lives
 from one request to the next, as under gunicorn's gthread worker. It needs asgiref 3.13
@@ -198,6 +199,10 @@ class RequestExecutor(Executor):
     def _waited_in_vain(self) -> None:
         if self in self.threads._waiting:
             self.threads._waiting.remove(self)
+        if not self.threads.overflowed:
+            logger.warning("a request waited thread_timeout=%s s for one of the %s request threads, all lent: it runs"
+                           " in a thread of its own; so do the next ones that wait as long (counted in"
+                           " Application.threads.overflowed)", self.threads.timeout, self.threads.size)
         self.threads.overflowed += 1
         self._own = True
         self.start(RequestThread())
@@ -219,11 +224,13 @@ class RequestExecutor(Executor):
 
 
 def _settle(future: Future[Any], done: Future[Any]) -> None:
-    """Give ``future`` the outcome of ``done``, the call it stood for."""
-    if (error := done.exception()) is not None:
+    """Give ``future`` the outcome of ``done``, the call it stood for (its cancellation too)."""
+    try:
+        result = done.result()
+    except BaseException as error:  # noqa: BLE001 - the call's outcome, handed on
         future.set_exception(error)
     else:
-        future.set_result(done.result())
+        future.set_result(result)
 
 
 class Application:
