@@ -17,13 +17,16 @@ the request thread when it closes the response. So :func:`install` replaces them
 by :func:`request_started`, an async receiver that runs them in the request thread, as Django would,
 only when they may have work:
 
-- the request does not run on one of hybridpool's request threads (Django's own ASGI handler, its
-  ``AsyncClient``, a request beyond the kept threads), or a sync ``send()``;
+- the request is not handled by hybridpool's application (Django's own ASGI handler, its
+  ``AsyncClient``), or a sync ``send()``;
 - ``DEBUG`` is on (``reset_queries``);
 - an alias is not pooled by hybridpool (a persistent connection's age and health are checked at each
   request's start);
 - the request thread still holds a pooled connection (its lease in the pool says so: a previous
-  request that ended without giving it back).
+  request that ended without giving it back). A request is lent its thread at its first sync part,
+  which may come after ``request_started``: the thread then runs Django's receivers first, if it
+  holds one (:meth:`~hybridpool.asgi.application.RequestExecutor.start`). A thread made for one
+  request (one that waited in vain for a kept thread) holds none.
 
 Source: Django's ``Signal.asend`` (``django/dispatch/dispatcher.py``: sync receivers run in one
 ``sync_to_async`` call, async ones on the loop) and ``ASGIHandler.handle``.
