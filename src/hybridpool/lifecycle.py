@@ -80,16 +80,6 @@ def needs_check(conn: psycopg.BaseConnection[Any], policy: str = "auto") -> bool
     return not (policy == "auto" and monotonic() - getattr(conn, USED_AT, 0.0) < RECENT and _socket_quiet(conn))
 
 
-def lendable(conn: psycopg.BaseConnection[Any], policy: str | Callable[..., Any] = "auto") -> bool:
-    """True if :func:`check` has nothing to do on ``conn``: no reset answer to read, no check
-    callable, and :func:`needs_check` says no round trip. The common checkout, decided without
-    starting the procedure (``steps.bind(..., unless=lendable)``).
-
-    :raises psycopg.OperationalError: as :func:`needs_check`.
-    """
-    return not getattr(conn, safe.RESET_SENT, False) and not callable(policy) and not needs_check(conn, policy)
-
-
 def check(conn: psycopg.BaseConnection[Any], policy: str | Callable[..., Any] = "auto") -> Steps[None]:
     """Check that ``conn`` works before it is lent; the contract of psycopg_pool's ``check``.
 

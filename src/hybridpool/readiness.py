@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import select
 from collections.abc import Callable
-from typing import Any
 
 from .process import unpatched
 
@@ -46,12 +45,6 @@ _ONE_FD, _NO_WAIT = ctypes.c_ulong(1), ctypes.c_int(0)
 _select = unpatched("select", "select")
 
 
-#: A ``struct pollfd`` per descriptor polled, passed by reference: made once, not at each poll.
-#: Only the kernel writes it (``revents``, unread), and the call holds the GIL: a descriptor
-#: number reused by a later connection reuses its entry as it is.
-_pollfds: dict[int, Any] = {}
-
-
 def readable_now(fd: int) -> bool:
     """True if ``fd`` has data, EOF or an error to read now; never waits.
 
@@ -60,7 +53,4 @@ def readable_now(fd: int) -> bool:
     """
     if _poll is None:
         return bool(_select([fd], [], [], 0)[0])
-    pollfd = _pollfds.get(fd)
-    if pollfd is None:
-        pollfd = _pollfds[fd] = ctypes.byref(_PollFd(fd, select.POLLIN, 0))
-    return _poll(pollfd, _ONE_FD, _NO_WAIT) != 0
+    return _poll(ctypes.byref(_PollFd(fd, select.POLLIN, 0)), _ONE_FD, _NO_WAIT) != 0

@@ -223,28 +223,18 @@ async def arun(steps: Steps[T], conn: psycopg.AsyncConnection[Any]) -> T:
 
 
 def bind(procedure: Callable[..., Steps[Any]], *, asynchronous: bool = False,
-         unless: Callable[..., bool] | None = None, **settings: Any) -> Callable[[Any], Any]:
+         **settings: Any) -> Callable[[Any], Any]:
     """Return a function of one connection that runs ``procedure(conn, **settings)``: with
     :func:`run`, or with :func:`arun` (a coroutine function) if ``asynchronous``. How a pool
-    binds its settings to the procedures it runs on checkout and return.
-
-    :param unless: ``unless(conn, **settings)`` true means the procedure has nothing to do: it is
-        not started, and the function returns None (the common case without a generator and its
-        runner: a checkout's check, per request).
-    """
+    binds its settings to the procedures it runs on checkout and return."""
     bound = partial(procedure, **settings)
-    skip = partial(unless, **settings) if unless is not None else None
     if asynchronous:
         async def run_async(conn: psycopg.AsyncConnection[Any]) -> Any:
-            if skip is not None and skip(conn):
-                return None
             return await arun(bound(conn), conn)
 
         return run_async
 
     def run_sync(conn: psycopg.Connection[Any]) -> Any:
-        if skip is not None and skip(conn):
-            return None
         return run(bound(conn), conn)
 
     return run_sync

@@ -78,7 +78,7 @@ class GreenPool(base.Pool, Generic[CT]):
         self._cap: Capacity[CT, gevent.event.AsyncResult] = Capacity(
             self.min_size, self.max_size, config.max_waiting
         )
-        self._check = steps.bind(lifecycle.check, unless=lifecycle.lendable, policy=config.check)
+        self._check = steps.bind(lifecycle.check, policy=config.check)
         # A safe reset is sent on return, and its answer read by the check at the next checkout.
         self._clean_returned = steps.bind(lifecycle.clean_returned, policy=config.reset, send_only=True)
         # Only the safe reset is sent on return; a connection just returned is then passed over
