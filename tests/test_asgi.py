@@ -97,7 +97,7 @@ def test_requests_beyond_the_kept_threads_wait_for_one_first_come_first_served()
     async def requests() -> None:
         tasks = []
         for n in range(6):  # in this order: each is queued before the next starts
-            tasks.append(asyncio.ensure_future(get(app, f"/orm/", f"id={n}&sleep=0.2")))
+            tasks.append(asyncio.ensure_future(get(app, "/orm/", f"id={n}&sleep=0.2")))
             await asyncio.sleep(0.02)
         assert await asyncio.gather(*tasks) == [200] * 6
 

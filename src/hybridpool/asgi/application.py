@@ -22,10 +22,11 @@ past that it runs in a thread made for it, as under Django: no request fails or 
 a thread. Fewer threads than requests in flight is the point: beyond the pool's connections a
 request thread would only wait for one, blocked in the pool, and every thread awake contends for
 the GIL. Measured with ``python -m bench.e2e`` (uvicorn, one ``afirst()``, 100 clients,
-``max_size`` 20): with a thread per request in flight, 1.14x-1.19x Django's pool's requests/s;
-with 10, 20 and 40 kept threads lent at the request's start, 1.34x, 1.36x-1.45x and 1.35x, and
-``NativeQuerySet`` fell from 1.58x to 1.33x; lent late, 20 threads: 1.32x, and 1.65x native
-(``bench/results/e2e-20261205T161257Z.md``).
+``max_size`` 20, 5 rounds, ratios to Django's pool within a round): with a thread per request in
+flight, 1.14x its requests/s at 0.83x its CPU per request (``bench/results/e2e-20261205T132238Z.md``);
+with 20 kept threads lent at the request's start, 1.36x at 0.74x, but ``NativeQuerySet`` fell from
+1.58x to 1.33x (``e2e-20261205T160721Z.md``); lent late, 1.32x at 0.79x, and ``NativeQuerySet``
+1.65x at 0.62x (``e2e-20261205T161257Z.md``).
 
 **Lifespan.** uvicorn ends its process by re-raising the SIGTERM it received, which skips
 ``atexit``; the ASGI lifespan protocol is the server's way to tell the application it stops, and
@@ -123,6 +124,15 @@ class RequestThreads:
             return RequestThread()
         return None
 
+    def wait(self, executor: RequestExecutor) -> None:
+        """Queue ``executor``'s request for the next thread given back."""
+        self._waiting.append(executor)
+
+    def stop_waiting(self, executor: RequestExecutor) -> None:
+        """Take ``executor``'s request out of the queue, if it is in it."""
+        if executor in self._waiting:
+            self._waiting.remove(executor)
+
     def give_back(self, worker: RequestThread, reusable: bool) -> None:
         """Take back ``worker`` after its request, for the oldest waiter or the idle ones; one
         whose request did not end normally may still be running its sync code: it is shut down
@@ -175,7 +185,7 @@ class RequestExecutor(Executor):
         self._queued.append((future, fn, args, kwargs))
         if len(self._queued) == 1:  # the first call, and no thread free: wait for one
             if self.threads.timeout:
-                self.threads._waiting.append(self)
+                self.threads.wait(self)
                 self._timer = asyncio.get_running_loop().call_later(self.threads.timeout, self._waited_in_vain)
             else:
                 self._waited_in_vain()
@@ -197,8 +207,7 @@ class RequestExecutor(Executor):
                 worker.executor.submit(fn, *args, **kwargs).add_done_callback(partial(_settle, future))
 
     def _waited_in_vain(self) -> None:
-        if self in self.threads._waiting:
-            self.threads._waiting.remove(self)
+        self.threads.stop_waiting(self)
         if not self.threads.overflowed:
             logger.warning("a request waited thread_timeout=%s s for one of the %s request threads, all lent: it runs"
                            " in a thread of its own; so do the next ones that wait as long (counted in"
@@ -213,8 +222,7 @@ class RequestExecutor(Executor):
         if self._timer is not None:
             self._timer.cancel()
         if self.worker is None:
-            if self in self.threads._waiting:
-                self.threads._waiting.remove(self)
+            self.threads.stop_waiting(self)
             for future, *_ in self._queued:
                 future.cancel()
         elif self._own:

@@ -24,7 +24,7 @@ only when they may have work:
   request's start);
 - the request thread still holds a pooled connection (its lease in the pool says so: a previous
   request that ended without giving it back). A request is lent its thread at its first sync part,
-  which may come after ``request_started``: the thread then runs Django's receivers first, if it
+  after ``request_started``: the thread is asked then, and runs Django's receivers first if it
   holds one (:meth:`~hybridpool.asgi.application.RequestExecutor.start`). A thread made for one
   request (one that waited in vain for a kept thread) holds none.
 
@@ -43,9 +43,8 @@ from asgiref.sync import sync_to_async
 from .. import registry
 
 #: The executor of the current request's sync parts
-#: (:class:`~hybridpool.asgi.application.RequestExecutor`: its ``worker`` is None until the
-#: request's first sync call lends it a thread), while hybridpool's ASGI application handles the
-#: request; None otherwise.
+#: (:class:`~hybridpool.asgi.application.RequestExecutor`), while hybridpool's ASGI application
+#: handles the request; None otherwise.
 request_thread: contextvars.ContextVar[Any] = contextvars.ContextVar("hybridpool_request_thread", default=None)
 
 #: The ENGINEs whose aliases hybridpool pools (unless ``OPTIONS["pool"]`` is False).
@@ -85,12 +84,9 @@ def needs_thread() -> bool:
     module docstring's list)."""
     from django.conf import settings
 
-    executor = request_thread.get()
-    if executor is None or settings.DEBUG or not _pooled_only():
-        return True
-    # A thread lent later runs them first if it holds a connection (RequestExecutor.start).
-    worker = executor.worker
-    return worker is not None and worker.thread is not None and holds_connection(worker.thread)
+    # Under hybridpool's application, the thread a request is lent runs them first if it holds
+    # a connection (RequestExecutor.start): no need to ask here.
+    return request_thread.get() is None or settings.DEBUG or not _pooled_only()
 
 
 def django_receivers() -> None:
