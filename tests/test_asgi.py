@@ -106,9 +106,12 @@ def test_requests_beyond_the_kept_threads_wait_for_one_first_come_first_served()
     assert len(set().union(*(threads_of(str(n)) for n in range(6)))) == 2  # only the kept ones
     assert app.threads._made == 2 and len(app.threads._idle) == 2 and app.threads.overflowed == 0
     assert waited >= 0.6  # three rounds of two 0.2 s requests
-    # First come, first served: a request started no earlier than one queued before it.
+    # First come, first served, round by round: the two threads given back first go to the two
+    # requests queued first. Within a round both threads are handed over at once, so which of
+    # the two starts first is up to the OS; across rounds, 0.2 s apart, the order is the queue's.
     starts = [asgiviews.SEEN[str(n)]["span"][0] for n in range(6)]
-    assert starts[2:] == sorted(starts[2:]), starts
+    rounds = [starts[0:2], starts[2:4], starts[4:6]]
+    assert all(max(a) < min(b) for a, b in zip(rounds, rounds[1:])), starts
 
 
 @pytest.mark.timing
