@@ -25,8 +25,9 @@ import asyncio
 import collections
 import contextvars
 import os
+import types
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import greenlet
@@ -65,16 +66,44 @@ class _Bridge(greenlet.greenlet):  # type: ignore[misc]  # greenlet ships no typ
     the coroutine that switched into it (its parent)."""
 
 
-def await_(awaitable: Awaitable[T]) -> T:
-    """From Django's sync code running in a bridge greenlet: await ``awaitable`` on the event loop
+def await_(coroutine: Coroutine[Any, Any, T]) -> T:
+    """From Django's sync code running in a bridge greenlet: await ``coroutine`` on the event loop
     and return its result (or raise its exception).
+
+    Its first step runs here, in the greenlet, on the loop's thread: a coroutine that ends
+    without waiting (psycopg's ``fetchone``, ``fetchmany``, ``fetchall`` and ``close`` outside a
+    pipeline) costs no switch to the awaiting task. One that waits is carried on by that task.
 
     :raises SynchronousOnlyOperation: called outside a bridge greenlet.
     """
     current = greenlet.getcurrent()
     if not isinstance(current, _Bridge):
+        coroutine.close()
         raise SynchronousOnlyOperation("hybridpool's native cursor can only be used by a NativeQuerySet read")
-    return cast(T, current.parent.switch(awaitable))
+    try:
+        waiting_on = coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    return cast(T, current.parent.switch(_carry_on(coroutine, waiting_on)))
+
+
+@types.coroutine
+def _carry_on(coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
+    """Carry on ``coroutine``, suspended on ``waiting_on`` after its first step, under the task
+    that awaits this: what ``yield from`` does, from the second step on."""
+    while True:
+        try:
+            value = yield waiting_on
+        except BaseException as ex:  # noqa: BLE001 - the task's (a cancellation): the coroutine decides
+            try:
+                waiting_on = coroutine.throw(ex)
+            except StopIteration as done:
+                return cast(T, done.value)
+        else:
+            try:
+                waiting_on = coroutine.send(value)
+            except StopIteration as done:
+                return cast(T, done.value)
 
 
 async def run_bridged(function: Callable[[], T]) -> T:

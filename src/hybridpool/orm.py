@@ -91,9 +91,10 @@ async def aget_pool(alias: str = DEFAULT_DB_ALIAS) -> LoopPool[BudgetedConnectio
     pool of a loop an ASGI application serves keeps ``min_size`` connections, another loop's
     (``asyncio.run``, ``async_to_sync``) opens them on demand, and each is closed when its loop ends.
     """
-    wrapper = _wrapper(alias)
-
     def make_pool(keeps_min_size: bool) -> LoopPool[BudgetedConnection]:
+        # The wrapper only for a new pool: in a loop's thread Django's connections are
+        # context-local, so ``connections[alias]`` would build a wrapper for each request.
+        wrapper = _wrapper(alias)
         kwargs = wrapper.pool_connection_params()
         # Django's cursor class is synchronous: pick the async one of the same binding.
         server_side = wrapper.settings_dict["OPTIONS"].get("server_side_binding") is True
