@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import weakref
 from typing import Any
 
@@ -131,10 +132,30 @@ def test_a_request_that_waits_thread_timeout_in_vain_runs_in_a_thread_of_its_own
     assert took < 1.5  # four 0.5 s requests at once: none waited for another's thread
 
 
-@pytest.mark.timing
-def test_a_request_holds_a_thread_from_its_first_sync_part_only(monkeypatch):
-    # A project whose aliases hybridpool pools, all of them: request_started needs no thread.
+@pytest.fixture
+def pooled_only(monkeypatch):
+    """A project whose aliases hybridpool pools, all of them (the test settings have a stock
+    alias): Django's request_started receivers need no thread."""
     monkeypatch.setitem(connections.__dict__, "settings", {"default": connections.settings["default"]})
+
+
+@pytest.fixture
+def finished_receiver():
+    """A request_finished receiver of the project's own (sync): it records the thread it ran on."""
+    from django.core.signals import request_finished
+
+    ran_on: list[int] = []
+
+    def receiver(**kwargs: Any) -> None:
+        ran_on.append(threading.get_ident())
+
+    request_finished.connect(receiver)
+    yield ran_on
+    request_finished.disconnect(receiver)
+
+
+@pytest.mark.timing
+def test_a_request_holds_a_thread_from_its_first_sync_part_only(pooled_only, finished_receiver):
     with override_settings(MIDDLEWARE=[]):  # no sync middleware: Django's response.close() alone
         app = get_asgi_application(threads=1, thread_timeout=30)
 
@@ -147,6 +168,59 @@ def test_a_request_holds_a_thread_from_its_first_sync_part_only(monkeypatch):
     assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four in flight at once
     assert took < 1.2  # four 0.4 s pauses at once, not one after another behind the one thread
     assert app.threads._made == 1 and app.threads.overflowed == 0 and len(app.threads._idle) == 1
+    # The project's receiver made response.close() need the thread: it ran there, four times.
+    assert len(finished_receiver) == 4 and set(finished_receiver) == {app.threads._idle[0].thread.ident}
+
+
+def _record_closes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Record, for each ``response.close()``, the thread it ran on and whether the request's URLconf
+    was reset after it (Django's ``reset_urlconf`` receiver)."""
+    from django.http import HttpResponseBase
+    from django.urls import get_urlconf, set_urlconf
+
+    closes: list[tuple[int, bool]] = []
+    django_close = HttpResponseBase.close
+
+    def close(self: HttpResponseBase) -> None:
+        set_urlconf("tests.asgiviews")  # as a middleware setting request.urlconf would
+        django_close(self)
+        closes.append((threading.get_ident(), get_urlconf() is None))
+
+    monkeypatch.setattr(HttpResponseBase, "close", close)
+    return closes
+
+
+def test_a_request_no_thread_served_closes_its_response_on_the_loop(pooled_only, monkeypatch):
+    closes = _record_closes(monkeypatch)
+    with override_settings(MIDDLEWARE=[]):
+        app = get_asgi_application(threads=2)
+
+    async def requests() -> int:
+        assert await asyncio.gather(*(get(app, "/nap/", f"id={n}") for n in range(3))) == [200] * 3
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(requests())
+    assert app.threads._made == 0  # no request was lent a thread
+    assert closes == [(loop_thread, True)] * 3  # each response closed once, on the loop, receivers run
+
+
+def test_response_close_takes_a_thread_where_the_loop_would_change_what_runs(pooled_only, monkeypatch,
+                                                                                  finished_receiver):
+    closes = _record_closes(monkeypatch)
+    served = get_asgi_application(threads=1)  # with the sync RecordingMiddleware
+    with override_settings(MIDDLEWARE=[]):
+        unserved = get_asgi_application(threads=1)
+
+    async def requests() -> int:
+        assert await get(served, "/orm/", "id=served") == 200  # a request a thread served: its thread
+        assert await get(unserved, "/nap/", "id=receiver") == 200  # no thread, but the project's receiver
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(requests())
+    assert [thread for thread, _ in closes] == finished_receiver  # each close ran its receivers where it ran
+    assert len(finished_receiver) == 2 and loop_thread not in finished_receiver
+    assert served.threads._made == 1 and unserved.threads._made == 1
+    assert all(reset for _, reset in closes)
 
 
 def test_a_request_cancelled_while_it_waits_for_a_thread_costs_none():

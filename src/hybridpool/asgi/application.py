@@ -177,8 +177,11 @@ class RequestExecutor(Executor):
         self._timer: asyncio.TimerHandle | None = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        if self.worker is None and not self._queued and (worker := self.threads.take()) is not None:
-            self.start(worker)
+        if self.worker is None and not self._queued:
+            if not args and not kwargs and (close := signals.close_on_loop(fn)) is not None:
+                return _run_here(close)  # Django's response.close(), where no thread is needed for it
+            if (worker := self.threads.take()) is not None:
+                self.start(worker)
         if self.worker is not None:
             return self.worker.executor.submit(fn, *args, **kwargs)
         future: Future[Any] = Future()
@@ -229,6 +232,16 @@ class RequestExecutor(Executor):
             self.worker.executor.shutdown(wait=False)
         else:
             self.threads.give_back(self.worker, reusable)
+
+
+def _run_here(call: Callable[[], Any]) -> Future[Any]:
+    """Run ``call`` now, in the calling thread; return a future holding its outcome."""
+    future: Future[Any] = Future()
+    try:
+        future.set_result(call())
+    except BaseException as error:  # noqa: BLE001 - the call's outcome, handed on as a thread's would be
+        future.set_exception(error)
+    return future
 
 
 def _settle(future: Future[Any], done: Future[Any]) -> None:
