@@ -204,6 +204,22 @@ def test_a_request_no_thread_served_closes_its_response_on_the_loop(pooled_only,
     assert closes == [(loop_thread, True)] * 3  # each response closed once, on the loop, receivers run
 
 
+def test_with_async_unsafe_allowed_response_close_takes_a_thread(pooled_only, monkeypatch):
+    # The loop's thread may then hold a connection, which the thread's receivers would not close.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    closes = _record_closes(monkeypatch)
+    with override_settings(MIDDLEWARE=[]):
+        app = get_asgi_application(threads=1)
+
+    async def request() -> int:
+        assert await get(app, "/nap/", "id=unsafe") == 200
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(request())
+    assert app.threads._made == 1 and [thread for thread, _ in closes] == [app.threads._idle[0].thread.ident]
+    assert loop_thread != app.threads._idle[0].thread.ident
+
+
 def test_response_close_takes_a_thread_where_the_loop_would_change_what_runs(pooled_only, monkeypatch,
                                                                                   finished_receiver):
     closes = _record_closes(monkeypatch)

@@ -30,20 +30,31 @@ only when they may have work:
   request (one that waited in vain for a kept thread) holds none.
 
 **``response.close()`` on the loop.** Django's handler ends each request with
-``sync_to_async(response.close)()``: a hop to the request thread, to send ``request_finished``,
-whose receivers Django connects are ``close_old_connections`` (the thread's connections),
-``close_caches`` and ``reset_urlconf``. A request that no thread served (async middleware and
-views, ``NativeQuerySet`` reads) would be lent one for that call alone. :func:`close_on_loop`
-lets :class:`~hybridpool.asgi.application.RequestExecutor` run it on the event loop instead,
-where it does what it would do in a thread, only when that is so: the response does not override
-``close()`` and has nothing to close but Django's request (its body buffer), ``request_finished`` has Django's receivers only, and the
-request's context holds no database connection and no cache (no thread lent, no ``sync_to_async``
-call made: what those receivers would close in the thread is nothing). It runs in the context
-asgiref copied for the call, as in the thread, so ``reset_urlconf`` resets the request's URLconf
-the same way. Anything else takes the thread, as before. Measured in-process (one ``afirst()``
-through ``NativeQuerySet`` per request, 10 requests at once): CPU per request 1,209-1,509 µs with
-the hop, 819-852 µs without it; the hop costs the request thread's wake-up, the loop's wake-up by
-the thread and two handovers of the GIL per request, far more than its instructions.
+``sync_to_async(response.close)()``: a hop to the request thread, to close the request's body
+buffer and send ``request_finished``, whose receivers Django connects are
+``close_old_connections`` (the thread's database connections), ``close_caches`` and
+``reset_urlconf``. A request that no thread served (async middleware and views, ``NativeQuerySet``
+reads) would be lent one for that call alone. :func:`close_on_loop` lets
+:class:`~hybridpool.asgi.application.RequestExecutor` run it on the event loop instead, where it
+does what it would do in a thread, and only then:
+
+- no thread was lent to the request: none holds a connection of its, and the loop's thread holds
+  none unless ``DJANGO_ALLOW_ASYNC_UNSAFE`` is set (Django refuses to connect there otherwise),
+  so the thread's ``close_old_connections`` would have had nothing to close, nor has the loop's;
+- the response does not override ``close()`` and closes nothing but Django's request (no file,
+  no stream of its own);
+- ``request_finished`` has Django's three receivers only, no async one and none of the project's;
+- ``response.close()`` was not called while an exception is handled.
+
+Caches are shared by the request's context and its thread (a context-local, not a thread-local,
+in Django), so ``close_caches`` closes the same ones either way. The call runs in the context
+asgiref copied for it, as in the thread, and asgiref carries what it changed back (the URLconf
+``reset_urlconf`` resets). Anything else takes a thread, as before. Measured in-process (one
+``afirst()`` through ``NativeQuerySet`` per request, 10 requests at once): CPU per request
+1,209-1,509 µs with the hop, 819-852 µs without it. The hop costs a thread's wake-up, the loop's
+wake-up by that thread and two handovers of the GIL; counted in instructions it is the cheaper
+path (about 12k fewer than the checks and the call on the loop), which is why instructions alone
+misjudge it.
 
 Source: Django's ``Signal.asend`` (``django/dispatch/dispatcher.py``: sync receivers run in one
 ``sync_to_async`` call, async ones on the loop), ``ASGIHandler.handle`` and
@@ -55,10 +66,12 @@ which hands its executor ``partial(thread_handler, loop, exc_info, task_context,
 from __future__ import annotations
 
 import contextvars
+import functools
+import os
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
 
@@ -141,50 +154,54 @@ def close_on_loop(call: Any) -> Callable[[], Any] | None:
     :param call: what asgiref's ``SyncToAsync`` submits: ``partial(thread_handler, loop,
         exc_info, task_context, func, child)`` in asgiref 3.13; any other shape gives None.
     """
-    from django.http import HttpResponseBase
-
     if getattr(getattr(call, "func", None), "__name__", None) != "thread_handler" or len(call.args) != 5:
         return None
     exc_info, run_in_context, child = call.args[1], call.args[3], call.args[4]
+    django = _django()
     close = getattr(child, "func", None)
     response = getattr(close, "__self__", None)
     if (not isinstance(child, partial) or child.args or child.keywords or exc_info[1] is not None
-            or not isinstance(response, HttpResponseBase)
-            or getattr(close, "__func__", None) is not HttpResponseBase.close
-            or type(response).close is not HttpResponseBase.close  # a subclass's own close()
-            or not _closes_the_request_only(response) or not _finished_receivers_are_django_s(response)
-            or _holds_connection_or_cache()):
+            or not isinstance(response, django.HttpResponseBase)
+            or getattr(close, "__func__", None) is not django.HttpResponseBase.close
+            or type(response).close is not django.HttpResponseBase.close  # a subclass's own close()
+            or not _closes_the_request_only(response, django) or not _finished_receivers_are_django_s(response, django)
+            # Only then may the loop's thread hold a connection, which the thread's receivers would not close.
+            or os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")):
         return None
     return partial(run_in_context, child)
 
 
-def _closes_the_request_only(response: Any) -> bool:
-    """True if what ``response.close()`` closes first is Django's ASGI request alone (its body
-    buffer, its uploaded files: Django's handler adds it), not a file or stream of the response."""
-    from django.core.handlers.asgi import ASGIRequest
-
-    closers = getattr(response, "_resource_closers", None)
-    return closers is not None and all(
-        getattr(closer, "__func__", None) is ASGIRequest.close and type(closer.__self__).close is ASGIRequest.close
-        for closer in closers)
+class _Django(NamedTuple):
+    HttpResponseBase: Any
+    ASGIRequest: Any
+    request_finished: Any
+    receivers: tuple[Any, ...]  # Django's own request_finished receivers
 
 
-def _finished_receivers_are_django_s(response: Any) -> bool:
-    """True if ``request_finished`` would run Django's own sync receivers only."""
+@functools.cache
+def _django() -> _Django:
+    """What :func:`close_on_loop` compares with, imported once, at first use (Django is set up by then)."""
     from django.core.cache import close_caches
+    from django.core.handlers.asgi import ASGIRequest
     from django.core.handlers.base import reset_urlconf
     from django.core.signals import request_finished
     from django.db import close_old_connections
+    from django.http import HttpResponseBase
 
-    sync_receivers, async_receivers = request_finished._live_receivers(getattr(response, "_handler_class", None))
-    return not async_receivers and all(receiver in (close_old_connections, close_caches, reset_urlconf)
-                                       for receiver in sync_receivers)
+    return _Django(HttpResponseBase, ASGIRequest, request_finished, (close_old_connections, close_caches, reset_urlconf))
 
 
-def _holds_connection_or_cache() -> bool:
-    """True if the calling context has a database wrapper holding a connection, or any cache."""
-    from django.core.cache import caches
-    from django.db import connections
+def _closes_the_request_only(response: Any, django: _Django) -> bool:
+    """True if what ``response.close()`` closes first is Django's ASGI request alone (its body
+    buffer, its uploaded files: Django's handler adds it), not a file or stream of the response."""
+    closers = getattr(response, "_resource_closers", None)
+    request_close = django.ASGIRequest.close
+    return closers is not None and all(
+        getattr(closer, "__func__", None) is request_close and type(closer.__self__).close is request_close
+        for closer in closers)
 
-    return (any(wrapper.connection is not None for wrapper in connections.all(initialized_only=True))
-            or bool(caches.all(initialized_only=True)))
+
+def _finished_receivers_are_django_s(response: Any, django: _Django) -> bool:
+    """True if ``request_finished`` would run Django's own sync receivers only."""
+    sync_receivers, async_receivers = django.request_finished._live_receivers(getattr(response, "_handler_class", None))
+    return not async_receivers and all(receiver in django.receivers for receiver in sync_receivers)
