@@ -201,10 +201,15 @@ async def one_request(app: Any, scope: dict[str, Any]) -> int:
     return status
 
 
+def get_scope(path: str) -> dict[str, Any]:
+    """The ASGI scope of a GET of ``path``, as uvicorn gives it."""
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+
+
 async def load(app: Any, clients: int, seconds: float, timers: Timers | None) -> dict[str, Any]:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = get_scope(PATH)
     latencies: list[float] = []
     errors = 0
     timing = False

@@ -49,17 +49,14 @@ def child(view: str, requests: int) -> int:
     django.setup()
     from hybridpool import registry
 
-    from .breakdown import one_request
+    from .breakdown import get_scope, one_request
 
     if os.environ["BENCH_ENGINE"] in HYBRID_ASGI:
         from hybridpool.asgi import get_asgi_application
     else:
         from django.core.asgi import get_asgi_application
     app = get_asgi_application()
-    path = f"/{view}/"
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = get_scope(f"/{view}/")
 
     async def run() -> None:
         if os.environ["BENCH_ENGINE"] in HYBRID_ASGI:

@@ -14,9 +14,10 @@ from one request to the next, as under gunicorn's gthread worker. It needs asgir
 it, and a warning says so (also system check ``hybridpool.W004``).
 
 **A bounded set, lent late, and a bounded wait.** A request is lent a thread at its first sync
-part, not at its start (:class:`RequestExecutor`), and holds it until it ends: a request whose
-sync work is Django's ``response.close()`` alone (async middleware, ``NativeQuerySet`` reads)
-holds one for its last step only. A request that finds every kept thread lent waits on the event
+part, not at its start (:class:`RequestExecutor`), and holds it until it ends. A request whose
+only sync part is Django's ``response.close()`` (async middleware and views, ``NativeQuerySet``
+reads) takes none: its response is closed on the event loop where that does what the thread
+would (:func:`hybridpool.asgi.signals.close_on_loop`), else it is lent one for that step only. A request that finds every kept thread lent waits on the event
 loop, first come first served, for the next one given back, at most ``thread_timeout`` seconds;
 past that it runs in a thread made for it, as under Django: no request fails or hangs for want of
 a thread. Fewer threads than requests in flight is the point: beyond the pool's connections a
@@ -26,7 +27,9 @@ the GIL. Measured with ``python -m bench.e2e`` (uvicorn, one ``afirst()``, 100 c
 flight, 1.14x its requests/s at 0.83x its CPU per request (``bench/results/e2e-20261205T132238Z.md``);
 with 20 kept threads lent at the request's start, 1.36x at 0.74x, but ``NativeQuerySet`` fell from
 1.58x to 1.33x (``e2e-20261205T160721Z.md``); lent late, 1.32x at 0.79x, and ``NativeQuerySet``
-1.65x at 0.62x (``e2e-20261205T161257Z.md``).
+1.65x at 0.62x (``e2e-20261205T161257Z.md``); with no thread for a native request's
+``response.close()``, ``NativeQuerySet`` 1.59-1.90x at 0.55-0.64x, the application unchanged
+(1.23-1.36x at 0.81-0.83x: two runs, ``e2e-20261205T194928Z.md``, ``e2e-20261205T195147Z.md``).
 
 **Lifespan.** uvicorn ends its process by re-raising the SIGTERM it received, which skips
 ``atexit``; the ASGI lifespan protocol is the server's way to tell the application it stops, and
