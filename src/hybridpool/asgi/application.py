@@ -17,8 +17,9 @@ it, and a warning says so (also system check ``hybridpool.W004``).
 part, not at its start (:class:`RequestExecutor`), and holds it until it ends. A request whose
 only sync part is Django's ``response.close()`` (async middleware and views, ``NativeQuerySet``
 reads) takes none: its response is closed on the event loop where that does what the thread
-would (:func:`hybridpool.asgi.signals.close_on_loop`), else it is lent one for that step only. A request that finds every kept thread lent waits on the event
-loop, first come first served, for the next one given back, at most ``thread_timeout`` seconds;
+would (:func:`hybridpool.asgi.signals.close_on_loop`), else it is lent one for that step only. A
+request that finds every kept thread lent waits on the event loop, first come first served, for
+the next one given back, at most ``thread_timeout`` seconds;
 past that it runs in a thread made for it, as under Django: no request fails or hangs for want of
 a thread. Fewer threads than requests in flight is the point: beyond the pool's connections a
 request thread would only wait for one, blocked in the pool, and every thread awake contends for

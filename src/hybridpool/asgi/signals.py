@@ -66,11 +66,10 @@ which hands its executor ``partial(thread_handler, loop, exc_info, task_context,
 from __future__ import annotations
 
 import contextvars
-import functools
 import os
 import threading
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any, NamedTuple
 
 from asgiref.sync import sync_to_async
@@ -178,7 +177,7 @@ class _Django(NamedTuple):
     receivers: tuple[Any, ...]  # Django's own request_finished receivers
 
 
-@functools.cache
+@cache
 def _django() -> _Django:
     """What :func:`close_on_loop` compares with, imported once, at first use (Django is set up by then)."""
     from django.core.cache import close_caches
