@@ -11,9 +11,10 @@ left out. The engines of :data:`bench.engines.HYBRID_ASGI` run under hybridpool'
 whose loop is marked as serving (``NativeQuerySet`` reads natively); the others under Django's.
 
 User-space instructions only: a system call counts its libc wrapper, not the kernel's work, and
-nothing of PostgreSQL's backends. Two runs of the same code agree to within about 1,000
-instructions per request back to back, and drift by up to 15,000 between runs hours apart: compare
-engines or versions measured in one run. Needs valgrind (``apt-get install valgrind``); about a
+nothing of PostgreSQL's backends, and no waiting: a thread hop costs few instructions and much
+CPU time (the kernel's, the GIL's handovers). Runs of the same code differ by up to about 20,000
+instructions per request (about 0.7 %), even back to back: compare engines or versions measured
+in one run, and read no smaller difference as a gain. Needs valgrind (``apt-get install valgrind``); about a
 minute per engine.
 
 Writes ``bench/results/instructions-<UTC time>.json``.
