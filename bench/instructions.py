@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import harness
+from . import harness, servers
 from .e2e import names
 from .engines import HYBRID_ASGI
 
@@ -40,27 +41,24 @@ DBNAME = "hybridpool_bench_instructions"
 ENGINES = ("hybridpool-native", "hybridpool-asgi", "hybridpool", "builtin")
 BASELINE = "builtin"
 WARMUP = 50
+#: The pools' cap, as in ``bench.e2e``.
+MAX_SIZE = 20
 COLLECTED = re.compile(r"Collected : (\d+)")
 
 
 def child(view: str, requests: int) -> int:
-    """In the child (under callgrind): ``WARMUP`` then ``requests`` requests of ``/<view>/``."""
-    import django
-
-    django.setup()
+    """In the child (under callgrind): ``WARMUP`` then ``requests`` requests of ``/<view>/``,
+    through the application uvicorn serves for the engine in ``bench.e2e``."""
     from hybridpool import registry
 
     from .breakdown import get_scope, one_request
 
-    if os.environ["BENCH_ENGINE"] in HYBRID_ASGI:
-        from hybridpool.asgi import get_asgi_application
-    else:
-        from django.core.asgi import get_asgi_application
-    app = get_asgi_application()
+    hybrid = os.environ["BENCH_ENGINE"] in HYBRID_ASGI
+    app = importlib.import_module("bench.app.hybrid_asgi" if hybrid else "bench.app.asgi").application
     scope = get_scope(f"/{view}/")
 
     async def run() -> None:
-        if os.environ["BENCH_ENGINE"] in HYBRID_ASGI:
+        if hybrid:
             registry.serving(asyncio.get_running_loop())  # what its lifespan.startup does under uvicorn
         for _ in range(WARMUP + requests):
             status = await one_request(app, scope)
@@ -75,8 +73,7 @@ def count(engine: str, conninfo: str, view: str, requests: int) -> int:
 
     :raises RuntimeError: callgrind printed no count (the child failed: its output is included).
     """
-    env = {**os.environ, "DATABASE_URL": conninfo, "BENCH_ENGINE": engine, "HYBRIDPOOL_BENCH_CHILD": "1",
-           "DJANGO_SETTINGS_MODULE": "bench.app.settings", "HYBRIDPOOL_APPLICATION_NAME": "hybridpool-bench-instructions"}
+    env = {**servers.bench_environment("bench-instructions", engine, conninfo, MAX_SIZE), "HYBRIDPOOL_BENCH_CHILD": "1"}
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out.%p",
                                sys.executable, "-m", "bench.instructions", harness.CHILD_FLAG, view, str(requests)],
@@ -101,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         parser.error("needs valgrind: apt-get install valgrind")
     few, many = args.requests
-    from . import servers
-
     per_request: dict[str, float] = {}
     with harness.database(DBNAME) as conninfo:
         servers.migrate(conninfo)

@@ -49,12 +49,14 @@ does what it would do in a thread, and only then:
 Caches are shared by the request's context and its thread (a context-local, not a thread-local,
 in Django), so ``close_caches`` closes the same ones either way. The call runs in the context
 asgiref copied for it, as in the thread, and asgiref carries what it changed back (the URLconf
-``reset_urlconf`` resets). Anything else takes a thread, as before. Measured in-process (one
-``afirst()`` through ``NativeQuerySet`` per request, 10 requests at once): CPU per request
-1,209-1,509 µs with the hop, 819-852 µs without it. The hop costs a thread's wake-up, the loop's
-wake-up by that thread and two handovers of the GIL; counted in instructions it is the cheaper
-path (about 12k fewer than the checks and the call on the loop), which is why instructions alone
-misjudge it.
+``reset_urlconf`` resets). Anything else takes a thread, as before. Measured with ``python -m bench.e2e``
+(uvicorn, one ``afirst()`` through ``NativeQuerySet`` per request, 5 rounds, ratios to Django's
+pool within a round): with the hop, 1.23x its requests/s at 10 clients and 1.65x at 100, at 0.85x
+and 0.62x its CPU per request (``bench/results/e2e-20261205T161257Z.md``); without it, 1.48x and
+1.59-1.90x, at 0.66-0.68x and 0.55-0.64x (two runs, ``e2e-20261205T194928Z.md`` and
+``e2e-20261205T195147Z.md``). The hop costs a thread's wake-up, the loop's wake-up by that thread
+and two handovers of the GIL; counted in instructions it is the cheaper path (about 12k fewer
+than the checks and the call on the loop), which is why instructions alone misjudge it.
 
 Source: Django's ``Signal.asend`` (``django/dispatch/dispatcher.py``: sync receivers run in one
 ``sync_to_async`` call, async ones on the loop), ``ASGIHandler.handle`` and
@@ -161,8 +163,7 @@ def close_on_loop(call: Any) -> Callable[[], Any] | None:
     response = getattr(close, "__self__", None)
     if (not isinstance(child, partial) or child.args or child.keywords or exc_info[1] is not None
             or not isinstance(response, django.HttpResponseBase)
-            or getattr(close, "__func__", None) is not django.HttpResponseBase.close
-            or type(response).close is not django.HttpResponseBase.close  # a subclass's own close()
+            or getattr(close, "__func__", None) is not django.HttpResponseBase.close  # not a subclass's own
             or not _closes_the_request_only(response, django) or not _finished_receivers_are_django_s(response, django)
             # Only then may the loop's thread hold a connection, which the thread's receivers would not close.
             or os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")):
@@ -195,9 +196,7 @@ def _closes_the_request_only(response: Any, django: _Django) -> bool:
     buffer, its uploaded files: Django's handler adds it), not a file or stream of the response."""
     closers = getattr(response, "_resource_closers", None)
     request_close = django.ASGIRequest.close
-    return closers is not None and all(
-        getattr(closer, "__func__", None) is request_close and type(closer.__self__).close is request_close
-        for closer in closers)
+    return closers is not None and all(getattr(closer, "__func__", None) is request_close for closer in closers)
 
 
 def _finished_receivers_are_django_s(response: Any, django: _Django) -> bool:
