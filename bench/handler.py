@@ -55,18 +55,10 @@ def serve(view: str, clients: int, seconds: float) -> dict[str, Any]:
     application = WSGIHandler()
     done = 0
 
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        assert status.startswith("200"), status
-
     def client(until: float) -> None:
         nonlocal done
         while time.monotonic() < until:
-            environ = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/{view}/", "QUERY_STRING": "",
-                       "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1",
-                       "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO()}
-            response = application(environ, start_response)
-            b"".join(response)
-            response.close()  # request_finished: Django gives the connection back here
+            get(application, view)
             done += 1
 
     gevent.joinall([gevent.spawn(client, time.monotonic() + WARMUP) for _ in range(clients)], raise_error=True)
@@ -74,6 +66,22 @@ def serve(view: str, clients: int, seconds: float) -> dict[str, Any]:
     wall, cpu = time.monotonic(), time.process_time()
     gevent.joinall([gevent.spawn(client, wall + seconds) for _ in range(clients)], raise_error=True)
     return {"requests": done, "wall_s": time.monotonic() - wall, "cpu_s": time.process_time() - cpu}
+
+
+def get(application: Any, view: str) -> None:
+    """One GET of ``/<view>/`` through the WSGI ``application``, its body read and the response
+    closed (``request_finished``: Django gives its connections back there).
+
+    :raises AssertionError: the response was not 200.
+    """
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        assert status.startswith("200"), status
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/{view}/", "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+               "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO()}
+    response = application(environ, start_response)
+    b"".join(response)
+    response.close()
 
 
 def child(argv: list[str]) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import select
 from collections.abc import Callable
+from typing import Any
 
 from .process import unpatched
 
@@ -45,6 +46,13 @@ _ONE_FD, _NO_WAIT = ctypes.c_ulong(1), ctypes.c_int(0)
 _select = unpatched("select", "select")
 
 
+#: ``poll``'s argument for each descriptor polled so far: a ``struct pollfd`` holds nothing but the
+#: descriptor's number and the events asked (``revents`` is the kernel's answer, written by each
+#: call), so one per number serves whatever socket has it now. Built once: a new structure and
+#: its ``byref`` per call cost as much as the system call itself (``bench.micro``).
+_pollfds: dict[int, Any] = {}
+
+
 def readable_now(fd: int) -> bool:
     """True if ``fd`` has data, EOF or an error to read now; never waits.
 
@@ -53,4 +61,6 @@ def readable_now(fd: int) -> bool:
     """
     if _poll is None:
         return bool(_select([fd], [], [], 0)[0])
-    return _poll(ctypes.byref(_PollFd(fd, select.POLLIN, 0)), _ONE_FD, _NO_WAIT) != 0
+    if (pollfd := _pollfds.get(fd)) is None:
+        pollfd = _pollfds[fd] = ctypes.byref(_PollFd(fd, select.POLLIN, 0))  # keeps its structure alive
+    return _poll(pollfd, _ONE_FD, _NO_WAIT) != 0
