@@ -19,7 +19,7 @@ pools' workers), start-up and warm-up left out. No server and no sockets but Pos
 User-space instructions only: a system call counts its libc wrapper, not the kernel's work, and
 nothing of PostgreSQL's backends, and no waiting: a thread hop costs few instructions and much
 CPU time (the kernel's, the GIL's handovers). Nor are instructions all alike: under gevent,
-``reset="rollback"`` counted 0.5 % more than Django's pool yet cost 6-7 % more CPU at 10 clients
+``reset="rollback"`` counted 0.5 % more than Django's pool yet cost 5-7 % more CPU at 10 clients
 (``bench.handler``, ``bench.e2e``), where ``bench.profile`` finds hybridpool's own code in 6-7 % of
 the worker's samples and psycopg_pool's in 1.5 %: a few thousand instructions run once per
 request, between Django's, most likely with cold caches. Runs of the same code differ by up to
