@@ -47,12 +47,10 @@ def serve(view: str, clients: int, seconds: float) -> dict[str, Any]:
 
     :raises AssertionError: a response was not 200.
     """
-    import django
     import gevent
-    from django.core.handlers.wsgi import WSGIHandler
 
-    django.setup()
-    application = WSGIHandler()
+    from .app.wsgi import application  # what gunicorn serves: Django set up, its WSGI handler
+
     done = 0
 
     def client(until: float) -> None:

@@ -13,8 +13,9 @@ pools' workers), start-up and warm-up left out. No server and no sockets but Pos
   :data:`bench.engines.HYBRID_ASGI` run under hybridpool's application, whose loop is marked as
   serving (``NativeQuerySet`` reads natively); the others under Django's.
 - ``--server gevent`` (engines ``hybridpool,hybridpool-rollback,builtin``, view ``one``): in a
-  process patched by ``gevent.monkey``, :data:`GREENLETS` greenlets call Django's WSGI handler
-  (:func:`bench.handler.get`), as gunicorn's gevent worker does at 10 clients.
+  process patched by ``gevent.monkey``, :data:`GREENLETS` greenlets send them
+  (:func:`bench.handler.get`) to the WSGI application gunicorn serves (:mod:`bench.app.wsgi`), as
+  its gevent worker does at 10 clients.
 
 User-space instructions only: a system call counts its libc wrapper, not the kernel's work, and
 nothing of PostgreSQL's backends, and no waiting: a thread hop costs few instructions and much
@@ -87,15 +88,12 @@ def child(server: str, view: str, requests: int) -> int:
 
 def gevent_child(view: str, requests: int) -> int:
     """In the child patched by ``gevent.monkey``: :data:`GREENLETS` greenlets share ``WARMUP``,
-    then ``requests``, requests of ``/<view>/`` through Django's WSGI handler."""
-    import django
+    then ``requests``, requests of ``/<view>/`` through the WSGI application gunicorn serves
+    (:mod:`bench.app.wsgi`)."""
     import gevent
-    from django.core.handlers.wsgi import WSGIHandler
 
+    from .app.wsgi import application
     from .handler import get
-
-    django.setup()
-    application = WSGIHandler()
 
     def client(count: int) -> None:
         for _ in range(count):
