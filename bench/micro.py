@@ -8,10 +8,12 @@ the median over repeats of the mean time of one operation in a repeat; the cases
 repeat each, so that load from elsewhere on the machine spreads over all of them.
 
 What a figure is made of: ``check="never", reset="rollback"`` is the pool's bookkeeping alone (an
-idle connection needs no rollback); the default ``check="auto"`` adds one zero-timeout ``select``
-on the socket (a system call, no round trip); ``reset="safe"`` adds a ``DISCARD ALL`` round trip.
-The bare system call and round trip are timed on their own too. Prints a table and the targets,
-writes ``bench/results/micro-*.json``.
+idle connection needs no rollback); the default ``check="auto"`` adds one zero-timeout ``poll``
+of the socket (a system call, no round trip); ``reset="safe"`` adds a ``DISCARD ALL`` round trip.
+The bare system call and round trip are timed on their own too, and a one-row statement alone and
+carrying the safe reset as the ENGINE's connections carry it (what that costs: psycopg reading ten
+results instead of one, the server running nine more statements, hybridpool's cursor). Prints a
+table and the targets, writes ``bench/results/micro-*.json``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,48 @@ def round_trip(conninfo: str) -> tuple[Op, Op]:
     return lambda: conn.execute("DISCARD ALL", prepare=False), conn.close
 
 
+#: A one-row statement, as Django's ORM sends them.
+STATEMENT = "SELECT relname, relkind FROM pg_class WHERE oid = 1259"
+
+
+def statement(carrier: str | None = None) -> Case:
+    """:data:`STATEMENT` and its row through a new cursor of Django's (client-side binding) on a
+    bare connection. With ``carrier``, after the safe reset's statements in the same query, as
+    ``reset="safe"`` sends a connection's first statement: ``"psycopg"``, Django's cursor sends
+    them, psycopg reads ten results, the last one is selected; ``"hybridpool"``, the reset is
+    marked pending and :class:`hybridpool.cursors.ResettingCursor` carries it (its checks, the
+    notifications it drops, the result and query it presents)."""
+
+    def case(conninfo: str) -> tuple[Op, Op]:
+        from django.db.backends.postgresql.base import Cursor
+
+        from hybridpool import reset
+        from hybridpool.cursors import CARRIED, CARRIER, PooledConnection, ResettingCursor
+
+        factory = ResettingCursor if carrier == "hybridpool" else Cursor
+        conn: Any = PooledConnection.connect(conninfo, autocommit=True, cursor_factory=factory)
+        conn._pool = None  # as a pool's connection
+
+        def plain() -> None:
+            with conn.cursor() as cursor:
+                cursor.execute(STATEMENT)
+                cursor.fetchone()
+
+        def by_psycopg() -> None:
+            with conn.cursor() as cursor:
+                cursor.execute(CARRIER + STATEMENT)
+                cursor._select_current_result(len(CARRIED))
+                cursor.fetchone()
+
+        def by_hybridpool() -> None:
+            reset.mark_pending(conn)
+            plain()
+
+        return {None: plain, "psycopg": by_psycopg, "hybridpool": by_hybridpool}[carrier], conn.close
+
+    return case
+
+
 def socket_poll(poll: Callable[[int], Any]) -> Case:
     """``poll(fd)``, a zero-timeout poll of a bare connection's socket (``check="auto"``'s)."""
 
@@ -145,6 +189,9 @@ CASES: dict[str, tuple[Case, int]] = {
     "green driver reset=rollback": (hybridpool_case("gevent", "rollback"), ITERATIONS),
     "green driver reset=safe": (hybridpool_case("gevent", "safe"), ITERATIONS // 5),
     ROUND_TRIP: (round_trip, ITERATIONS // 5),
+    "statement: Django's cursor": (statement(), ITERATIONS // 5),
+    "statement carrying the reset: psycopg": (statement("psycopg"), ITERATIONS // 5),
+    "statement carrying the reset: ResettingCursor": (statement("hybridpool"), ITERATIONS // 5),
     POLL: (socket_poll(readable_now), ITERATIONS),
     "syscall: select(fd, 0), unpatched": (socket_poll(select_poll(gevent.monkey.get_original("select", "select"))),
                                           ITERATIONS),

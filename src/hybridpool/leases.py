@@ -127,9 +127,8 @@ class Leases:
     def lend(self, conn: Any) -> None:
         """Record that the caller now holds ``conn``."""
         stack = traceback.format_stack(limit=STACK_LIMIT)[:-2] if self.leak_timeout else None
-        try:
-            borrower = self._local.borrower
-        except AttributeError:
+        borrower = getattr(self._local, "borrower", None)  # no exception raised and caught per new thread
+        if borrower is None:
             borrower = self._first_lease()
         self._leases[id(conn)] = Lease(conn, borrower, monotonic(), stack)
 

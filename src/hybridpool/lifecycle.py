@@ -75,9 +75,21 @@ def needs_check(conn: psycopg.BaseConnection[Any], policy: str = "auto") -> bool
     """
     if conn.closed:
         raise psycopg.OperationalError("the connection is closed")
-    if policy == "never":
-        return False
-    return not (policy == "auto" and monotonic() - getattr(conn, USED_AT, 0.0) < RECENT and _socket_quiet(conn))
+    return not _goes_unchecked(conn, policy)
+
+
+def _goes_unchecked(conn: psycopg.BaseConnection[Any], policy: str) -> bool:
+    """:func:`needs_check`'s answer for an open connection, negated."""
+    return policy == "never" or (policy == "auto" and monotonic() - getattr(conn, USED_AT, 0.0) < RECENT
+                                 and _socket_quiet(conn))
+
+
+def lendable(conn: psycopg.BaseConnection[Any], policy: str | Callable[..., Any] = "auto") -> bool:
+    """:func:`check`'s common case, decided on the spot (:func:`hybridpool.steps.bind`'s
+    ``at_once``): True if ``conn`` goes out as it is: no reset answer to read, not closed, and no
+    check due (:func:`needs_check`); False if :func:`check` must run. Never raises, never waits."""
+    return (not callable(policy) and not getattr(conn, safe.RESET_SENT, False) and not conn.closed
+            and _goes_unchecked(conn, policy))
 
 
 def check(conn: psycopg.BaseConnection[Any], policy: str | Callable[..., Any] = "auto") -> Steps[None]:
@@ -144,6 +156,22 @@ def clean_returned(conn: psycopg.BaseConnection[Any], policy: str | Callable[...
     except psycopg.Error as ex:
         logger.warning("error cleaning a returned connection, closing it: %s", ex)
         return False
+    return True
+
+
+def returned_at_once(conn: psycopg.BaseConnection[Any], policy: str | Callable[..., Any] = "safe",
+                     **settings: Any) -> bool:
+    """:func:`clean_returned`'s common case, done on the spot (:func:`hybridpool.steps.bind`'s
+    ``at_once``; ``settings`` are :func:`clean_returned`'s others): for a connection returned
+    idle, with psycopg's client defaults, whose reset needs no wait (``"rollback"``, or a safe
+    reset its next statement carries: marked pending), stamp it as used and return True; else
+    change nothing and return False (:func:`clean_returned` must run)."""
+    if (conn.pgconn.transaction_status != TransactionStatus.IDLE or _client_state(conn) != _IDLE_STATE
+            or not (policy == "rollback" or (policy == "safe" and safe.carries_reset(conn)))):
+        return False
+    if policy == "safe":
+        safe.mark_pending(conn)
+    mark_used(conn)
     return True
 
 

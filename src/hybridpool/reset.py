@@ -84,13 +84,19 @@ def reset(conn: psycopg.BaseConnection[Any], *, send_only: bool = False) -> Step
     :raises psycopg.Error: the reset failed; the caller closes the connection.
     """
     if carries_reset(conn):
-        setattr(conn, RESET_PENDING, True)
-        setattr(conn, RESET_PROVISIONAL, False)
+        mark_pending(conn)
         return
     setattr(conn, LISTENED, False)
     send(conn)
     if not send_only:
         yield from read(conn, just_sent=True)
+
+
+def mark_pending(conn: psycopg.BaseConnection[Any]) -> None:
+    """Mark ``conn``'s reset :data:`RESET_PENDING`: its next statement carries it
+    (:func:`carries_reset` said it can)."""
+    setattr(conn, RESET_PENDING, True)
+    setattr(conn, RESET_PROVISIONAL, False)
 
 
 def send(conn: psycopg.BaseConnection[Any]) -> None:

@@ -97,9 +97,10 @@ class ThreadPool(ConnectionPool[CT], base.Pool):
         self.pid = process.pid
         self._maintenance = _Maintenance(self, maintenance_interval(self.config), threading.Event())
         self.leases = Leases(self.config.leak_timeout, wake=self._maintenance.wake)
-        self._check_lent = steps.bind(lifecycle.check, policy=self.config.check)
+        self._check_lent = steps.bind(lifecycle.check, at_once=lifecycle.lendable, policy=self.config.check)
         # Sent, not waited for: the check reads the answer at the next checkout.
-        self._clean_returned = steps.bind(lifecycle.clean_returned, policy=self.config.reset, send_only=True)
+        self._clean_returned = steps.bind(lifecycle.clean_returned, at_once=lifecycle.returned_at_once,
+                                          policy=self.config.reset, send_only=True)
         # Under gevent's patching psycopg_pool's threads are greenlets, and a greenlet killed while
         # it waits in psycopg_pool's queue would leave its place there to take the next connection.
         self._shielded = gevent_active()
@@ -276,8 +277,10 @@ class LoopPool(AsyncConnectionPool[ACT], base.AsyncPool):
                  connection_class: type[ACT] = cast("type[ACT]", psycopg.AsyncConnection)) -> None:
         self.config = config or PoolConfig()
         self.pid = process.pid
-        self._check_lent = steps.bind(lifecycle.check, asynchronous=True, policy=self.config.check)
-        self._clean_returned = steps.bind(lifecycle.clean_returned, asynchronous=True, policy=self.config.reset)
+        self._check_lent = steps.bind(lifecycle.check, asynchronous=True, at_once=lifecycle.lendable,
+                                      policy=self.config.check)
+        self._clean_returned = steps.bind(lifecycle.clean_returned, asynchronous=True,
+                                          at_once=lifecycle.returned_at_once, policy=self.config.reset)
         super().__init__(conninfo, open=False, connection_class=connection_class,
                          **pool_arguments(self.config, kwargs, asynchronous=True))
 

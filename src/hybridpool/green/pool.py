@@ -78,9 +78,10 @@ class GreenPool(base.Pool, Generic[CT]):
         self._cap: Capacity[CT, gevent.event.AsyncResult] = Capacity(
             self.min_size, self.max_size, config.max_waiting
         )
-        self._check = steps.bind(lifecycle.check, policy=config.check)
+        self._check = steps.bind(lifecycle.check, at_once=lifecycle.lendable, policy=config.check)
         # A safe reset is sent on return, and its answer read by the check at the next checkout.
-        self._clean_returned = steps.bind(lifecycle.clean_returned, policy=config.reset, send_only=True)
+        self._clean_returned = steps.bind(lifecycle.clean_returned, at_once=lifecycle.returned_at_once,
+                                          policy=config.reset, send_only=True)
         # Only the safe reset is sent on return; a connection just returned is then passed over
         # for one whose reset has been answered, so that the borrower does not wait for it.
         self._settled = reset.settled if config.reset == "safe" else None
