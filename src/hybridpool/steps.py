@@ -232,7 +232,7 @@ def bind(procedure: Callable[..., Steps[Any]], *, asynchronous: bool = False,
         returns True if it did all the procedure would do without waiting on the server (the
         function then returns True, the procedure does not run), False if the procedure must run
         (having changed nothing). A warm checkout or return then costs one call, without a
-        generator: in the request path, between Django's code, each frame more shows (``bench/``).
+        generator (``bench.micro``: the green driver's checkout and return, 2.72 µs against 3.66 µs).
     """
     bound = partial(procedure, **settings)
     if asynchronous:
@@ -243,13 +243,7 @@ def bind(procedure: Callable[..., Steps[Any]], *, asynchronous: bool = False,
 
         return run_async
 
-    if at_once is not None:
-        def run_sync_at_once(conn: psycopg.Connection[Any]) -> Any:
-            return at_once(conn, **settings) or run(bound(conn), conn)
-
-        return run_sync_at_once
-
     def run_sync(conn: psycopg.Connection[Any]) -> Any:
-        return run(bound(conn), conn)
+        return (at_once is not None and at_once(conn, **settings)) or run(bound(conn), conn)
 
     return run_sync
